@@ -1,0 +1,142 @@
+"""Tests of ards_rag.evaluation: metrics on hand-checked toy examples, threshold choice."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ards_rag.errors import InputError
+from ards_rag.evaluation import (
+    FALLBACK_THRESHOLD,
+    auroc,
+    average_precision,
+    best_f1_threshold,
+    binary_metrics,
+    calibration_bins,
+)
+
+# Eight patients, worked by hand below. D and E tie at 0.6.
+#            A     B     C     D     E     F     G     H
+TOY_Y = [True, True, False, True, False, True, False, False]
+TOY_P = [0.95, 0.80, 0.70, 0.60, 0.60, 0.30, 0.20, 0.10]
+
+
+def test_binary_metrics_toy_example_by_hand() -> None:
+    m = binary_metrics(TOY_Y, TOY_P, threshold=0.5)
+    # p >= 0.5: A, B, C, D, E predicted positive. TP = A, B, D; FP = C, E; FN = F; TN = G, H.
+    assert m["confusion"] == {"tp": 3, "fp": 2, "tn": 2, "fn": 1}
+    assert m["n"] == 8 and m["n_positive"] == 4 and m["n_negative"] == 4
+    assert m["prevalence"] == pytest.approx(4 / 8)
+    assert m["accuracy"] == pytest.approx(5 / 8)
+    assert m["precision"] == pytest.approx(3 / 5)
+    assert m["recall"] == pytest.approx(3 / 4)
+    assert m["sensitivity"] == m["recall"]
+    assert m["specificity"] == pytest.approx(2 / 4)
+    assert m["f1"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 1))
+    # AUROC by pair counting over the 4 x 4 (positive, negative) pairs, ties = 1/2:
+    # A beats C,E,G,H: 4; B beats all: 4; D loses to C, ties E, beats G,H: 2.5; F beats G,H: 2.
+    assert m["auroc"] == pytest.approx((4 + 4 + 2.5 + 2) / 16)
+    # Average precision, distinct scores from the top: recall steps of 1/4 at A (P=1), B (P=1),
+    # {D,E} (P=3/5) and F (P=4/6); C, G, H add no recall.
+    assert m["auprc"] == pytest.approx(0.25 * (1 + 1 + 3 / 5 + 4 / 6))
+    sq = [(1 - 0.95) ** 2, (1 - 0.8) ** 2, 0.7**2, (1 - 0.6) ** 2, 0.6**2, (1 - 0.3) ** 2,
+          0.2**2, 0.1**2]
+    assert m["brier"] == pytest.approx(sum(sq) / 8)
+    assert m["threshold"] == 0.5
+    assert m["notes"] == []
+
+
+def test_threshold_is_inclusive() -> None:
+    # At exactly 0.6, D and E (p = 0.6) are predicted positive.
+    m = binary_metrics(TOY_Y, TOY_P, threshold=0.6)
+    assert m["confusion"] == {"tp": 3, "fp": 2, "tn": 2, "fn": 1}
+    m = binary_metrics(TOY_Y, TOY_P, threshold=0.6000001)
+    assert m["confusion"] == {"tp": 2, "fp": 1, "tn": 3, "fn": 2}
+
+
+def test_best_f1_threshold_toy_example() -> None:
+    # F1 of each cut (2TP / (#predicted + #positives)): 0.95: 2/5, 0.8: 4/6, 0.7: 4/7,
+    # 0.6: 6/9, 0.3: 8/10 (best), 0.2: 8/11, 0.1: 8/12. Midpoint of 0.3 and 0.2.
+    t = best_f1_threshold(TOY_Y, TOY_P)
+    assert t == pytest.approx(0.25)
+    assert binary_metrics(TOY_Y, TOY_P, t)["f1"] == pytest.approx(0.8)
+
+
+def test_best_f1_threshold_tie_takes_smallest_score() -> None:
+    # Cuts at 0.9 and at 0.6 both give F1 = 2/3; the smaller score wins, midpoint with 0.5.
+    y = [1, 0, 0, 1, 0]
+    p = [0.9, 0.8, 0.7, 0.6, 0.5]
+    assert best_f1_threshold(y, p) == pytest.approx(0.55)
+    # Same tie, but 0.6 is the lowest score: the score itself (everyone positive).
+    assert best_f1_threshold([1, 0, 0, 1], [0.9, 0.8, 0.7, 0.6]) == pytest.approx(0.6)
+
+
+def test_best_f1_threshold_is_order_independent() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.random(200) < 0.3
+    p = np.round(np.clip(y * 0.3 + rng.random(200) * 0.7, 0, 1), 2)  # rounded: many ties
+    perm = rng.permutation(200)
+    t = best_f1_threshold(y, p)
+    assert best_f1_threshold(y[perm], p[perm]) == t
+    # No cut at a distinct score does better than the chosen threshold.
+    best = binary_metrics(y, p, t)["f1"]
+    assert all(binary_metrics(y, p, s)["f1"] <= best + 1e-12 for s in np.unique(p))
+
+
+def test_best_f1_threshold_degenerate() -> None:
+    assert best_f1_threshold([0, 0, 0], [0.1, 0.7, 0.9]) == FALLBACK_THRESHOLD
+    assert best_f1_threshold([1, 1], [0.2, 0.4]) == FALLBACK_THRESHOLD
+    # All scores equal: the only cut predicts everyone positive.
+    assert best_f1_threshold([1, 0, 1], [0.5, 0.5, 0.5]) == 0.5
+    with pytest.raises(InputError):
+        best_f1_threshold([], [])
+    with pytest.raises(InputError, match="differ in length"):
+        best_f1_threshold([1, 0], [0.5])
+
+
+def test_one_class_absent_gives_none_and_note() -> None:
+    m = binary_metrics([False, False, False], [0.1, 0.6, 0.2], threshold=0.5)
+    assert m["auroc"] is None and m["auprc"] is None and m["recall"] is None
+    assert m["confusion"] == {"tp": 0, "fp": 1, "tn": 2, "fn": 0}
+    assert m["precision"] == 0.0 and m["f1"] == 0.0
+    assert m["specificity"] == pytest.approx(2 / 3)
+    assert any("AUROC" in note for note in m["notes"])
+    m = binary_metrics([True, True], [0.9, 0.4], threshold=0.5)
+    assert m["auroc"] is None and m["specificity"] is None
+    assert m["auprc"] == pytest.approx(1.0)
+    assert any("specificity" in note for note in m["notes"])
+
+
+def test_no_predicted_positive() -> None:
+    m = binary_metrics([1, 0], [0.2, 0.1], threshold=0.5)
+    assert m["precision"] is None and m["f1"] == 0.0 and m["recall"] == 0.0
+    assert m["auroc"] == 1.0
+    assert any("precision undefined" in note for note in m["notes"])
+
+
+def test_bad_inputs_raise_input_error() -> None:
+    with pytest.raises(InputError, match="position 1"):
+        binary_metrics([1, 2], [0.1, 0.2], 0.5)
+    with pytest.raises(InputError, match="finite"):
+        binary_metrics([1, 0], [0.1, float("nan")], 0.5)
+    with pytest.raises(InputError, match="threshold"):
+        binary_metrics([1, 0], [0.1, 0.2], math.nan)
+
+
+def test_ranking_metrics_agree_with_scikit_learn() -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        y = rng.random(300) < 0.25
+        p = np.round(rng.random(300) * 0.6 + y * 0.3, 2)
+        assert auroc(y, p) == pytest.approx(roc_auc_score(y, p))
+        assert average_precision(y, p) == pytest.approx(average_precision_score(y, p))
+
+
+def test_calibration_bins() -> None:
+    bins = calibration_bins([1, 0, 1, 1], [0.05, 0.05, 0.95, 1.0], n_bins=10)
+    assert [(b["low"], b["count"]) for b in bins] == [(0.0, 2), (0.9, 2)]
+    assert bins[0]["observed_rate"] == 0.5 and bins[1]["mean_probability"] == pytest.approx(0.975)
