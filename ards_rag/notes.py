@@ -1,0 +1,954 @@
+"""Notes ingestion: one loader, used by every command, for the user's clinical notes.
+
+:func:`load_notes` reads CSV (``.csv``, ``.csv.gz``), Parquet, JSONL (``.jsonl``, ``.ndjson``,
+optionally ``.gz``) and, only with ``allow_pickle=True``, pandas pickles (``.pkl``, ``.pickle``).
+Two layouts are understood:
+
+- **long**: one row per note, as MIMIC-IV-Note ``radiology.csv`` (``note_id, subject_id,
+  hadm_id, note_type, note_seq, charttime, storetime, text``).
+- **patient**: one row per patient, all notes in one string ``"Note 1: ... Note 2: ..."`` with
+  literal two-character ``\\n`` sequences (the course data this project grew from).
+
+Files are read in chunks of ``chunksize`` rows and only the needed columns are kept, so a
+2.5 GB radiology table fits comfortably in 24 GiB (see ``benchmarks/ingest_memory.py``).
+
+Row numbers in error messages: for CSV, Parquet and pickles they are 1-based *data* rows (the
+header line is not counted, so data row 1 is the first row under the header); for JSONL they are
+1-based line numbers of the file. Each message says which.
+
+Derived note ids: when the long layout has no ``note_id`` column (or an empty cell), the id is
+``<patient_id>-<k>`` with ``k`` the 1-based position of the note in the patient's time order
+(charttime, then the file's note_seq, then file order). The patient layout always uses
+``<patient_id>-n<k>`` with ``k`` the note's number in its ``Note k:`` marker.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+__all__ = [
+    "NOTES_COLUMNS",
+    "NotesSummary",
+    "NotesTable",
+    "load_notes",
+    "patient_texts",
+    "parse_label",
+    "split_patient_text",
+]
+
+#: Columns of :attr:`NotesTable.notes`, in order (docs/DESIGN.md, "Notes table").
+NOTES_COLUMNS = ["patient_id", "note_id", "note_seq", "charttime", "note_type", "text"]
+
+
+def patient_texts(notes: pd.DataFrame) -> pd.Series:
+    """All of each patient's notes joined in order: ``"Note 1: ...\\nNote 2: ..."``.
+
+    ``notes`` is a notes table (:attr:`NotesTable.notes`: ``patient_id``, ``note_seq``,
+    ``text``). Returns a Series indexed by ``patient_id`` (sorted), one string per patient; notes
+    are numbered from 1 in ``note_seq`` order and separated by a newline.
+    """
+    if notes.empty:
+        return pd.Series([], index=pd.Index([], dtype="str", name="patient_id"), dtype="str")
+    ordered = notes.sort_values(["patient_id", "note_seq"], kind="stable")
+    number = ordered.groupby("patient_id", sort=False).cumcount() + 1
+    numbered = "Note " + number.astype("str") + ": " + ordered["text"].astype("str")
+    joined = numbered.groupby(ordered["patient_id"], sort=True).agg("\n".join)
+    joined.index.name = "patient_id"
+    joined.name = "text"
+    return joined.astype("str")
+
+
+# --- candidate column names (matched case-insensitively, in this order of preference) -------
+PATIENT_COLUMNS = ("patient_id", "subject_id", "hadm_id")
+TEXT_COLUMNS = ("text", "note_text", "notes", "note")
+LABEL_COLUMNS = ("label", "ards", "has_ards", "is_ards", "ards_label")
+NOTE_ID_COLUMNS = ("note_id",)
+CHARTTIME_COLUMNS = ("charttime",)
+NOTE_TYPE_COLUMNS = ("note_type",)
+NOTE_SEQ_COLUMNS = ("note_seq",)
+
+DEFAULT_CHUNKSIZE = 20_000
+
+_TRUE = frozenset({"true", "t", "1", "1.0", "yes", "y"})
+_FALSE = frozenset({"false", "f", "0", "0.0", "no", "n"})
+_MISSING = frozenset({"", "nan", "na", "n/a", "<na>", "none", "null"})
+
+# A note marker: "Note <k>:" at the start of the string or after whitespace, a literal "\n"
+# (two characters, as in the course data) or sentence punctuation, so that "Note 12:" glued to
+# a word or a number is never a boundary.
+_MARKER = re.compile(r"(?:^|(?<=\s)|(?<=\\n)|(?<=\\r)|(?<=\\t)|(?<=[.;,)\]]))Note\s+(\d+)\s*:")
+_PATIENT_START = re.compile(r"^\s*Note\s+1\s*:")
+_LITERAL_NEWLINE = re.compile(r"\\r\\n|\\n|\\r")
+
+Fmt = Literal["auto", "long", "patient"]
+
+
+@dataclass(frozen=True)
+class NotesSummary:
+    """Counts describing one load (never any note text)."""
+
+    source: str
+    file_format: str  # csv | parquet | jsonl | pickle
+    layout: str  # long | patient
+    rows_read: int
+    notes: int
+    patients: int
+    labeled: int
+    positives: int
+    empty_skipped: int
+    duplicates_dropped: int
+    note_ids_derived: int
+    patients_without_notes: int = 0
+    columns: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def unlabeled(self) -> int:
+        """Patients with no label (to be predicted)."""
+        return self.patients - self.labeled
+
+    def describe(self) -> str:
+        """A few lines of human-readable counts."""
+        name = Path(self.source).name
+        lines = [
+            f"{name} ({self.file_format}, {self.layout} format): {self.rows_read:,} rows read, "
+            f"{self.notes:,} notes from {self.patients:,} patients",
+            f"labels: {self.labeled:,} labeled ({self.positives:,} positive, "
+            f"{self.labeled - self.positives:,} negative), {self.unlabeled:,} unlabeled",
+        ]
+        skipped = [f"{self.empty_skipped:,} empty notes skipped"]
+        if self.duplicates_dropped:
+            skipped.append(f"{self.duplicates_dropped:,} identical duplicate notes dropped")
+        if self.note_ids_derived:
+            skipped.append(f"{self.note_ids_derived:,} note ids derived")
+        if self.patients_without_notes:
+            skipped.append(f"{self.patients_without_notes:,} patients without any note ignored")
+        lines.append(", ".join(skipped))
+        return "\n".join(lines)
+
+
+@dataclass
+class NotesTable:
+    """The loaded notes: ``notes`` (one row per non-empty note), ``labels`` (one row per patient),
+    ``summary`` (counts) and ``source`` (the file read).
+
+    ``notes`` columns: ``patient_id: str, note_id: str, note_seq: int (0-based order within the
+    patient), charttime: str ("YYYY-MM-DD HH:MM:SS" or empty), note_type: str (or empty),
+    text: str``, sorted by ``patient_id`` then ``note_seq``. ``labels``: ``patient_id: str,
+    label: "boolean"`` (``<NA>`` = unlabeled), sorted by ``patient_id``.
+    """
+
+    notes: pd.DataFrame
+    labels: pd.DataFrame
+    summary: NotesSummary
+    source: Path
+
+
+# --- labels --------------------------------------------------------------------------------
+
+
+def parse_label(value: Any) -> bool | None:
+    """Parse one label: true/false, t/f, yes/no, y/n, 1/0 (any case), bools, 0/1 numbers.
+
+    Returns ``None`` for an empty or missing value (unlabeled). Raises ``ValueError`` otherwise.
+    """
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        if value in (0, 1):
+            return bool(value)
+        raise ValueError(value)
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return None
+        if value in (0.0, 1.0):
+            return bool(value)
+        raise ValueError(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    if text in _MISSING:
+        return None
+    raise ValueError(value)
+
+
+def _parse_labels(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Labels of one chunk as a "boolean" Series, and the positions of unparseable values."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("boolean"), np.array([], dtype=np.int64)
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    parsed: list[bool | None] = []
+    bad_codes: list[int] = []
+    for i, u in enumerate(uniques):
+        try:
+            parsed.append(parse_label(u))
+        except ValueError:
+            parsed.append(None)
+            bad_codes.append(i)
+    lookup = pd.array([*parsed, None], dtype="boolean")  # last slot: the NA sentinel (-1)
+    out = pd.Series(lookup[codes], index=values.index)
+    bad = np.flatnonzero(np.isin(codes, bad_codes)) if bad_codes else np.array([], dtype=np.int64)
+    return out, bad
+
+
+# --- patient layout ------------------------------------------------------------------------
+
+
+def split_patient_text(text: str) -> list[tuple[int, str]]:
+    """Split one patient's ``"Note 1: ... Note 2: ..."`` string into ``[(k, note_text), ...]``.
+
+    Literal two-character ``\\n`` sequences become newlines and each note is stripped. Markers
+    must be numbered 1, 2, 3, ... in order: a ``Note k:`` whose number is not the next one
+    (e.g. ``"see Note 12: prior study"`` inside note 3) is part of the text. A string without a
+    ``Note 1:`` marker is one note, numbered 1; text before ``Note 1:`` is kept as note 0.
+    """
+    cuts: list[tuple[int, int, int]] = []  # (number, marker start, text start)
+    expected = 1
+    for m in _MARKER.finditer(text):
+        if int(m.group(1)) == expected:
+            cuts.append((expected, m.start(), m.end()))
+            expected += 1
+    if not cuts:
+        return [(1, _clean(text))]
+    out: list[tuple[int, str]] = []
+    head = text[: cuts[0][1]]
+    if head.strip() and _clean(head):
+        out.append((0, _clean(head)))
+    for i, (k, _, start) in enumerate(cuts):
+        end = cuts[i + 1][1] if i + 1 < len(cuts) else len(text)
+        out.append((k, _clean(text[start:end])))
+    return out
+
+
+def _clean(text: str) -> str:
+    return _LITERAL_NEWLINE.sub("\n", text).strip()
+
+
+# --- readers -------------------------------------------------------------------------------
+
+_COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _file_format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSIONS:
+        suffixes = suffixes[:-1]
+    ext = suffixes[-1] if suffixes else ""
+    kinds = {
+        ".csv": "csv",
+        ".parquet": "parquet",
+        ".pq": "parquet",
+        ".jsonl": "jsonl",
+        ".ndjson": "jsonl",
+        ".pkl": "pickle",
+        ".pickle": "pickle",
+    }
+    if ext not in kinds:
+        raise InputError(
+            f"{path}: unknown file type {ext or '(no extension)'!s}; use .csv, .csv.gz, .parquet, "
+            ".jsonl/.ndjson, or .pkl/.pickle with --allow-pickle"
+        )
+    return kinds[ext]
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    opener = _COMPRESSIONS.get(path.suffix.lower())
+    return opener(path, "rb") if opener else open(path, "rb")  # type: ignore[return-value]
+
+
+def _first_bad_utf8_line(path: Path) -> tuple[int, int, int] | None:
+    """(line number, column, byte) of the first line that is not valid UTF-8, or None.
+
+    Decoding line by line is exact: a newline byte never occurs inside a UTF-8 sequence.
+    """
+    with _open_binary(path) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return lineno, exc.start + 1, line[exc.start]
+    return None
+
+
+def _encoding_error(path: Path) -> InputError:
+    where = _first_bad_utf8_line(path)
+    if where is None:
+        return InputError(f"{path}: not valid UTF-8 text; re-save the file as UTF-8")
+    line, col, byte = where
+    return InputError(
+        f"{path}: line {line} (the header is line 1), column {col}: byte 0x{byte:02x} is not valid "
+        "UTF-8; re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+    )
+
+
+class _Source:
+    """A file read as chunks of raw DataFrames, each with a ``_row`` column (the row number a
+    user sees, see ``row_phrase``)."""
+
+    def __init__(self, path: Path, kind: str, chunksize: int) -> None:
+        self.path = path
+        self.kind = kind
+        self.chunksize = chunksize
+        self._pickle_df: pd.DataFrame | None = None
+        self._jsonl_first: list[dict[str, Any]] | None = None
+        self._jsonl_lines: list[int] | None = None
+
+    def row_phrase(self, rows: list[int] | np.ndarray, *, limit: int = 5) -> str:
+        """``"data rows 3, 7 (1-based, header not counted)"`` or ``"lines 3, 7"``."""
+        rows = [int(r) for r in rows]
+        shown = ", ".join(str(r) for r in rows[:limit])
+        if len(rows) > limit:
+            shown += f" and {len(rows) - limit:,} more"
+        if self.kind == "jsonl":
+            return f"line{'s' if len(rows) > 1 else ''} {shown}"
+        if self.kind == "csv":
+            return (
+                f"data row{'s' if len(rows) > 1 else ''} {shown} (1-based, header not counted)"
+            )
+        return f"row{'s' if len(rows) > 1 else ''} {shown} (1-based)"
+
+    # columns -------------------------------------------------------------------------------
+    def columns(self) -> list[str]:
+        """The column names of the file."""
+        p = self.path
+        if self.kind == "csv":
+            try:
+                head = pd.read_csv(p, nrows=0, encoding="utf-8", encoding_errors="strict")
+            except UnicodeDecodeError:
+                raise _encoding_error(p) from None
+            except pd.errors.EmptyDataError:
+                raise InputError(f"{p}: the file is empty; expected a header and data rows") from None
+            except (pd.errors.ParserError, ValueError, OSError, EOFError) as exc:
+                raise InputError(f"{p}: cannot be read as CSV ({_first_line(exc)})") from None
+            return [str(c) for c in head.columns]
+        if self.kind == "parquet":
+            return list(self._parquet().schema_arrow.names)
+        if self.kind == "pickle":
+            return [str(c) for c in self._pickle().columns]
+        first, _ = self._jsonl_head()
+        names: dict[str, None] = {}
+        for rec in first:
+            names.update(dict.fromkeys(rec))
+        return list(names)
+
+    # chunks --------------------------------------------------------------------------------
+    def chunks(self, usecols: list[str]) -> Iterator[pd.DataFrame]:
+        """Chunks of the file restricted to ``usecols``, each with a ``_row`` column."""
+        if self.kind == "csv":
+            yield from self._csv_chunks(usecols)
+        elif self.kind == "parquet":
+            yield from self._parquet_chunks(usecols)
+        elif self.kind == "pickle":
+            df = self._pickle()
+            for start in range(0, len(df), self.chunksize):
+                part = df.iloc[start : start + self.chunksize][usecols].copy()
+                part.columns = usecols
+                part["_row"] = np.arange(start + 1, start + 1 + len(part), dtype=np.int64)
+                yield part.reset_index(drop=True)
+        else:
+            yield from self._jsonl_chunks(usecols)
+
+    def _csv_chunks(self, usecols: list[str]) -> Iterator[pd.DataFrame]:
+        p = self.path
+        start = 0
+        try:
+            reader = pd.read_csv(
+                p,
+                usecols=usecols,
+                dtype=str,
+                na_filter=False,  # every cell a string, "" when empty: no NaN guessing
+                chunksize=self.chunksize,
+                encoding="utf-8",
+                encoding_errors="strict",
+            )
+            with reader:
+                for chunk in reader:
+                    chunk["_row"] = np.arange(start + 1, start + 1 + len(chunk), dtype=np.int64)
+                    start += len(chunk)
+                    yield chunk.reset_index(drop=True)
+        except UnicodeDecodeError:
+            raise _encoding_error(p) from None
+        except pd.errors.EmptyDataError:
+            raise InputError(f"{p}: the file is empty; expected a header and data rows") from None
+        except (pd.errors.ParserError, ValueError, OSError, EOFError) as exc:
+            raise InputError(
+                f"{p}: cannot be read as CSV after data row {start} ({_first_line(exc)})"
+            ) from None
+
+    def _parquet(self) -> Any:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(self.path)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{self.path}: not a readable Parquet file ({_first_line(exc)})") from None
+
+    def _parquet_chunks(self, usecols: list[str]) -> Iterator[pd.DataFrame]:
+        import pyarrow as pa
+
+        start = 0
+        try:
+            for batch in self._parquet().iter_batches(batch_size=self.chunksize, columns=usecols):
+                chunk = batch.to_pandas()
+                chunk["_row"] = np.arange(start + 1, start + 1 + len(chunk), dtype=np.int64)
+                start += len(chunk)
+                yield chunk
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(
+                f"{self.path}: Parquet file unreadable after row {start} ({_first_line(exc)})"
+            ) from None
+
+    def _pickle(self) -> pd.DataFrame:
+        if self._pickle_df is None:
+            try:
+                obj = pd.read_pickle(self.path)
+            except Exception as exc:  # noqa: BLE001 - unpickling can raise anything
+                raise InputError(
+                    f"{self.path}: not a readable pandas pickle ({type(exc).__name__}: "
+                    f"{_first_line(exc)})"
+                ) from None
+            if not isinstance(obj, pd.DataFrame):
+                raise InputError(
+                    f"{self.path}: the pickle holds a {type(obj).__name__}, not a pandas DataFrame"
+                )
+            self._pickle_df = obj
+        return self._pickle_df
+
+    def _jsonl_records(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        p = self.path
+        with _open_binary(p) as fh:
+            try:
+                for lineno, raw in enumerate(fh, start=1):
+                    try:
+                        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise InputError(
+                            f"{p}: line {lineno}, column {exc.start + 1}: byte "
+                            f"0x{raw[exc.start]:02x} is not valid UTF-8; re-save the file as UTF-8"
+                        ) from None
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise InputError(
+                            f"{p}: line {lineno} is not valid JSON ({exc.msg}, column {exc.colno})"
+                        ) from None
+                    if not isinstance(rec, dict):
+                        raise InputError(
+                            f"{p}: line {lineno} is a JSON {type(rec).__name__}, expected an "
+                            "object with one note (or one patient) per line"
+                        )
+                    yield lineno, rec
+            except (OSError, EOFError) as exc:
+                raise InputError(f"{p}: cannot be read ({_first_line(exc)})") from None
+
+    def _jsonl_head(self) -> tuple[list[dict[str, Any]], list[int]]:
+        if self._jsonl_first is None:
+            recs: list[dict[str, Any]] = []
+            lines: list[int] = []
+            for lineno, rec in self._jsonl_records():
+                recs.append(rec)
+                lines.append(lineno)
+                if len(recs) >= self.chunksize:
+                    break
+            if not recs:
+                raise InputError(f"{self.path}: the file is empty; expected one JSON object per line")
+            self._jsonl_first, self._jsonl_lines = recs, lines
+        assert self._jsonl_lines is not None
+        return self._jsonl_first, self._jsonl_lines
+
+    def _jsonl_chunks(self, usecols: list[str]) -> Iterator[pd.DataFrame]:
+        def frame(recs: list[dict[str, Any]], lines: list[int]) -> pd.DataFrame:
+            cols = {c: [r.get(c) for r in recs] for c in usecols}
+            df = pd.DataFrame(cols, columns=usecols)
+            for c in usecols:  # a column of Python strings (and None) -> the str dtype
+                if df[c].dtype == object and all(isinstance(v, (str, type(None))) for v in cols[c]):
+                    df[c] = df[c].astype("str")
+            df["_row"] = np.asarray(lines, dtype=np.int64)
+            return df
+
+        recs: list[dict[str, Any]] = []
+        lines: list[int] = []
+        for lineno, rec in self._jsonl_records():
+            recs.append(rec)
+            lines.append(lineno)
+            if len(recs) >= self.chunksize:
+                yield frame(recs, lines)
+                recs, lines = [], []
+        if recs:
+            yield frame(recs, lines)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --- column resolution ---------------------------------------------------------------------
+
+
+def _find(columns: list[str], candidates: tuple[str, ...]) -> str | None:
+    for cand in candidates:
+        if cand in columns:
+            return cand
+    lowered = {c.strip().lower(): c for c in reversed(columns)}
+    for cand in candidates:
+        if cand in lowered:
+            return lowered[cand]
+    return None
+
+
+def _named(path: Path, columns: list[str], name: str, option: str) -> str:
+    if name in columns:
+        return name
+    found = _find(columns, (name.strip().lower(),))
+    if found is None:
+        raise InputError(
+            f"{path}: column {name!r} given with {option} is not in the file; columns found: "
+            f"{', '.join(columns) or '(none)'}"
+        )
+    return found
+
+
+def _resolve_columns(
+    path: Path,
+    columns: list[str],
+    patient_column: str | None,
+    text_column: str | None,
+    label_column: str | None,
+) -> dict[str, str]:
+    """Map canonical names (patient_id, text, label, note_id, ...) to the file's columns."""
+    found = ", ".join(columns) or "(none)"
+    out: dict[str, str] = {}
+    if patient_column is not None:
+        out["patient_id"] = _named(path, columns, patient_column, "--patient-column")
+    else:
+        col = _find(columns, PATIENT_COLUMNS)
+        if col is None:
+            raise InputError(
+                f"{path}: no patient id column; columns found: {found}; expected one of "
+                f"{', '.join(PATIENT_COLUMNS)} (or name one with --patient-column)"
+            )
+        out["patient_id"] = col
+    if text_column is not None:
+        out["text"] = _named(path, columns, text_column, "--text-column")
+    else:
+        col = _find(columns, TEXT_COLUMNS)
+        if col is None:
+            raise InputError(
+                f"{path}: no note text column; columns found: {found}; expected one of "
+                f"{', '.join(TEXT_COLUMNS)} (or name one with --text-column)"
+            )
+        out["text"] = col
+    if label_column is not None:
+        out["label"] = _named(path, columns, label_column, "--label-column")
+    else:
+        col = _find(columns, LABEL_COLUMNS)
+        if col is not None:
+            out["label"] = col
+    for canon, cands in (
+        ("note_id", NOTE_ID_COLUMNS),
+        ("charttime", CHARTTIME_COLUMNS),
+        ("note_type", NOTE_TYPE_COLUMNS),
+        ("note_seq", NOTE_SEQ_COLUMNS),
+    ):
+        col = _find(columns, cands)
+        if col is not None:
+            out[canon] = col
+    used = list(out.values())
+    dup = {c for c in used if used.count(c) > 1}
+    if dup:
+        raise InputError(
+            f"{path}: column {sorted(dup)[0]!r} is used for two roles "
+            f"({', '.join(k for k, v in out.items() if v in dup)}); name distinct columns"
+        )
+    return out
+
+
+# --- per-chunk normalisation ---------------------------------------------------------------
+
+
+def _as_str(values: pd.Series) -> pd.Series:
+    """Any column as the str dtype with "" for missing values (ids keep no spurious ".0")."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        finite = values.dropna()
+        if len(finite) and (finite == np.floor(finite)).all():
+            values = values.astype("Int64")
+    elif pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values.dt.strftime("%Y-%m-%d %H:%M:%S").fillna("").astype("str")
+    if values.dtype != "str":
+        values = values.astype("str")
+    return values.fillna("")
+
+
+def _is_blank(text: pd.Series) -> np.ndarray:
+    """True for empty or whitespace-only notes, computed without copying the texts."""
+    return ((text.str.len() == 0) | text.str.isspace()).to_numpy(dtype=bool)
+
+
+class _Collector:
+    """Accumulates normalised chunks and per-row label evidence."""
+
+    def __init__(self, source: _Source, cols: dict[str, str]) -> None:
+        self.source = source
+        self.cols = cols
+        self.parts: list[pd.DataFrame] = []
+        self.label_parts: list[pd.DataFrame] = []
+        self.all_patients: list[np.ndarray] = []
+        self.rows_read = 0
+        self.empty_skipped = 0
+
+    def _patients(self, chunk: pd.DataFrame) -> pd.Series:
+        pid = _as_str(chunk[self.cols["patient_id"]]).str.strip()
+        blank = (pid == "").to_numpy()
+        if blank.any():
+            rows = chunk["_row"].to_numpy()[blank]
+            raise InputError(
+                f"{self.source.path}: empty patient id in column {self.cols['patient_id']!r} at "
+                f"{self.source.row_phrase(rows)}; every note needs a patient"
+            )
+        return pid
+
+    def _labels(self, chunk: pd.DataFrame, pid: pd.Series) -> None:
+        col = self.cols.get("label")
+        if col is None:
+            return
+        labels, bad = _parse_labels(chunk[col])
+        if len(bad):
+            rows = chunk["_row"].to_numpy()[bad]
+            value = chunk[col].iloc[int(bad[0])]
+            raise InputError(
+                f"{self.source.path}: label {str(value)[:40]!r} in column {col!r} at "
+                f"{self.source.row_phrase(rows)} (patient {pid.iloc[int(bad[0])]}) is not a label; "
+                "use true/false, yes/no, 1/0, or leave it empty for unlabeled"
+            )
+        keep = labels.notna().to_numpy()
+        if keep.any():
+            self.label_parts.append(
+                pd.DataFrame(
+                    {
+                        "patient_id": pid[keep].to_numpy(),
+                        "label": labels[keep].astype(bool).to_numpy(),
+                        "_row": chunk["_row"].to_numpy()[keep],
+                    }
+                )
+            )
+
+    def add_long(self, chunk: pd.DataFrame) -> None:
+        """Normalise one chunk of the long layout."""
+        c = self.cols
+        self.rows_read += len(chunk)
+        pid = self._patients(chunk)
+        self._labels(chunk, pid)
+        text = chunk[c["text"]]
+        if text.dtype != "str":
+            text = _as_str(text)
+        else:
+            text = text.fillna("")
+        blank = _is_blank(text)
+        self.empty_skipped += int(blank.sum())
+        keep = ~blank
+        self.all_patients.append(pid.to_numpy())
+        out = pd.DataFrame({"patient_id": pid[keep], "text": text[keep]})
+        out["note_id"] = (
+            _as_str(chunk[c["note_id"]])[keep].str.strip() if "note_id" in c else ""
+        )
+        for canon in ("charttime", "note_type"):
+            out[canon] = _as_str(chunk[c[canon]])[keep].str.strip() if canon in c else ""
+        if "note_seq" in c:
+            seq = pd.to_numeric(chunk[c["note_seq"]][keep].replace("", None), errors="coerce")
+            raw = chunk[c["note_seq"]][keep]
+            bad = seq.isna().to_numpy() & (_as_str(raw).str.strip() != "").to_numpy()
+            if bad.any():
+                rows = chunk["_row"].to_numpy()[keep][bad]
+                raise InputError(
+                    f"{self.source.path}: note_seq in column {c['note_seq']!r} is not a number at "
+                    f"{self.source.row_phrase(rows)}"
+                )
+            out["_seq_in"] = seq.astype("float64").to_numpy()
+        else:
+            out["_seq_in"] = np.nan
+        out["_row"] = chunk["_row"].to_numpy()[keep]
+        self.parts.append(out.reset_index(drop=True))
+
+    def add_patient(self, chunk: pd.DataFrame) -> None:
+        """Normalise one chunk of the patient layout (one row per patient)."""
+        c = self.cols
+        self.rows_read += len(chunk)
+        pid = self._patients(chunk)
+        self._labels(chunk, pid)
+        self.all_patients.append(pid.to_numpy())
+        texts = _as_str(chunk[c["text"]])
+        rows = chunk["_row"].to_numpy()
+        p_out: list[str] = []
+        id_out: list[str] = []
+        k_out: list[int] = []
+        t_out: list[str] = []
+        r_out: list[int] = []
+        for p, t, r in zip(pid.tolist(), texts.tolist(), rows.tolist(), strict=True):
+            for k, note in split_patient_text(t):
+                if not note:
+                    self.empty_skipped += 1
+                    continue
+                p_out.append(p)
+                id_out.append(f"{p}-n{k}")
+                k_out.append(k)
+                t_out.append(note)
+                r_out.append(r)
+        out = pd.DataFrame(
+            {
+                "patient_id": pd.Series(p_out, dtype="str"),
+                "text": pd.Series(t_out, dtype="str"),
+                "note_id": pd.Series(id_out, dtype="str"),
+                "charttime": pd.Series([""] * len(p_out), dtype="str"),
+                "note_type": pd.Series([""] * len(p_out), dtype="str"),
+                "_seq_in": np.asarray(k_out, dtype="float64"),
+                "_row": np.asarray(r_out, dtype=np.int64),
+            }
+        )
+        self.parts.append(out)
+
+
+# --- assembly ------------------------------------------------------------------------------
+
+
+def _charttime_key(src: _Source, df: pd.DataFrame) -> tuple[pd.Series, np.ndarray]:
+    """Normalised charttime strings and an int64 sort key (missing times sort last)."""
+    raw = df["charttime"]
+    present = (raw != "").to_numpy()
+    if not present.any():
+        return raw, np.zeros(len(df), dtype=np.int64)
+    parsed = pd.to_datetime(raw.where(present), errors="coerce", format="ISO8601")
+    if getattr(parsed.dtype, "tz", None) is not None:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    bad = parsed.isna().to_numpy() & present
+    if bad.any():
+        rows = df["_row"].to_numpy()[bad]
+        raise InputError(
+            f"{src.path}: charttime is not an ISO-8601 date/time at {src.row_phrase(rows)}; "
+            "write times as YYYY-MM-DD HH:MM:SS (or leave them empty)"
+        )
+    # any resolution pandas picked: only the order matters (and years past 2262 must not overflow)
+    key = np.asarray(parsed.to_numpy()).view(np.int64).copy()
+    key[~present] = np.iinfo(np.int64).max
+    text = parsed.dt.strftime("%Y-%m-%d %H:%M:%S").fillna("").astype("str")
+    return text, key
+
+
+def _assemble(src: _Source, col: _Collector, layout: str) -> NotesTable:
+    path = src.path
+    if col.rows_read == 0:
+        raise InputError(f"{path}: the file has no data rows (only a header); nothing to load")
+    df = pd.concat(col.parts, ignore_index=True) if col.parts else pd.DataFrame()
+    col.parts.clear()
+    if df.empty:
+        raise InputError(
+            f"{path}: all {col.rows_read:,} rows have empty note text (column "
+            f"{col.cols['text']!r}); nothing to load"
+        )
+
+    charttime, time_key = _charttime_key(src, df)
+    df["charttime"] = charttime
+    codes, uniques = pd.factorize(df["patient_id"], sort=True)
+    seq_key = df["_seq_in"].to_numpy(dtype="float64", na_value=np.inf)
+    row_key = df["_row"].to_numpy()
+    order = np.lexsort((row_key, seq_key, time_key, codes))
+    del seq_key, time_key
+    codes = codes[order]
+    # Most files (MIMIC included) are already in this order; skip the copy then.
+    if not (np.diff(order) == 1).all():
+        df = df.take(order).reset_index(drop=True)
+    del order
+
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    counts = np.diff(np.r_[starts, len(codes)])
+    position = np.arange(len(codes), dtype=np.int64) - np.repeat(starts, counts)
+
+    missing_id = (df["note_id"] == "").to_numpy()
+    derived = int(missing_id.sum())
+    if derived:
+        # <patient>-<k>, k = 1-based position in time order (see the module docstring)
+        ids = df["patient_id"][missing_id] + "-" + pd.Series(
+            position[missing_id] + 1, index=df.index[missing_id]
+        ).astype("str")
+        note_id = df["note_id"].copy()
+        note_id[missing_id] = ids
+        df["note_id"] = note_id
+
+    df, dropped = _drop_duplicates(src, df)
+    if dropped:
+        codes, _ = pd.factorize(df["patient_id"], sort=True)
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        counts = np.diff(np.r_[starts, len(codes)])
+        position = np.arange(len(codes), dtype=np.int64) - np.repeat(starts, counts)
+    df["note_seq"] = position
+
+    labels, without_notes = _patient_labels(src, col, df["patient_id"])
+    notes = df[NOTES_COLUMNS]
+    summary = NotesSummary(
+        source=str(path),
+        file_format=src.kind,
+        layout=layout,
+        rows_read=col.rows_read,
+        notes=len(notes),
+        patients=len(labels),
+        labeled=int(labels["label"].notna().sum()),
+        positives=int(labels["label"].sum(skipna=True)),
+        empty_skipped=col.empty_skipped,
+        duplicates_dropped=dropped,
+        note_ids_derived=derived,
+        patients_without_notes=without_notes,
+        columns=dict(col.cols),
+    )
+    return NotesTable(notes=notes, labels=labels, summary=summary, source=path)
+
+
+def _drop_duplicates(src: _Source, df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Drop notes repeated with the same id, patient and text; error if the text differs."""
+    dup = df["note_id"].duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return df, 0
+    sub = df.loc[dup, ["note_id", "patient_id", "text", "_row"]]
+    for note_id, group in sub.groupby("note_id", sort=True):
+        if group["text"].nunique() > 1 or group["patient_id"].nunique() > 1:
+            what = "patients" if group["patient_id"].nunique() > 1 else "text"
+            raise InputError(
+                f"{src.path}: note id {note_id!r} appears at "
+                f"{src.row_phrase(np.sort(group['_row'].to_numpy()))} with different {what}; "
+                "note ids must be unique (fix or remove the duplicates)"
+            )
+    repeated = df.duplicated(subset=["note_id"], keep="first").to_numpy()
+    return df[~repeated].reset_index(drop=True), int(repeated.sum())
+
+
+def _patient_labels(
+    src: _Source, col: _Collector, patient_ids: pd.Series
+) -> tuple[pd.DataFrame, int]:
+    """One label per patient with notes; raise on conflicting labels within a patient."""
+    patients = pd.Index(patient_ids.unique()).sort_values()
+    label = pd.Series(pd.NA, index=patients, dtype="boolean")
+    if col.label_parts:
+        ev = pd.concat(col.label_parts, ignore_index=True)
+        agg = ev.groupby("patient_id", sort=False)["label"].agg(["min", "max"])
+        conflict = agg.index[agg["min"] != agg["max"]]
+        if len(conflict):
+            p = conflict[0]
+            rows = ev.loc[ev["patient_id"] == p]
+            pos = np.sort(rows.loc[rows["label"], "_row"].to_numpy())
+            neg = np.sort(rows.loc[~rows["label"], "_row"].to_numpy())
+            more = f" ({len(conflict) - 1:,} more patients conflict)" if len(conflict) > 1 else ""
+            raise InputError(
+                f"{src.path}: patient {p} has conflicting labels in column "
+                f"{col.cols['label']!r}: true at {src.row_phrase(pos)}, false at "
+                f"{src.row_phrase(neg)}{more}; give each patient one label"
+            )
+        known = agg["min"].reindex(patients)
+        label = known.astype("boolean")
+    all_patients = pd.unique(np.concatenate(col.all_patients)) if col.all_patients else []
+    without = len(all_patients) - len(patients)
+    labels = pd.DataFrame(
+        {"patient_id": pd.Series(patients, dtype="str"), "label": label.to_numpy()}
+    )
+    labels["label"] = labels["label"].astype("boolean")
+    return labels, without
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def _looks_like_patient_layout(texts: pd.Series) -> bool:
+    texts = _as_str(texts)
+    nonblank = texts[~_is_blank(texts)]
+    if nonblank.empty:
+        return False
+    starts = nonblank.str.contains(_PATIENT_START, regex=True)
+    return bool(starts.mean() > 0.5)
+
+
+def load_notes(
+    path: str | Path,
+    *,
+    fmt: Fmt = "auto",
+    patient_column: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    allow_pickle: bool = False,
+    chunksize: int = DEFAULT_CHUNKSIZE,
+) -> NotesTable:
+    """Read a notes file into a :class:`NotesTable` (see the module docstring for formats).
+
+    ``fmt``: ``"long"`` (one row per note), ``"patient"`` (one row per patient, ``Note 1: ...``)
+    or ``"auto"``: patient layout when the file has no ``note_id`` column and most texts of the
+    first chunk start with ``Note 1:``. ``patient_column``/``text_column``/``label_column``
+    name columns explicitly (default: the first of ``patient_id, subject_id, hadm_id``; of
+    ``text, note_text, notes, note``; of ``label, ards, has_ards, is_ards, ards_label``, matched
+    case-insensitively). ``allow_pickle``: read ``.pkl``/``.pickle`` (unpickling runs code from
+    the file). ``chunksize``: rows read at a time.
+
+    Raises :class:`~ards_rag.errors.InputError` (one line naming the file, row or column) for a
+    missing, unreadable, empty or malformed file, a wrong encoding, missing columns, unparseable
+    or conflicting labels, and duplicate note ids with different text.
+    """
+    p = Path(path)
+    if fmt not in ("auto", "long", "patient"):
+        raise InputError(f"unknown notes format {fmt!r}; use auto, long or patient")
+    if chunksize < 1:
+        raise InputError(f"chunksize must be at least 1 (got {chunksize})")
+    if not p.exists():
+        raise InputError(f"{p}: notes file not found; check the path")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder; pass the notes file itself")
+    try:
+        with open(p, "rb") as fh:
+            first = fh.read(1)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot be read ({exc.strerror or _first_line(exc)})") from None
+    kind = _file_format(p)
+    if kind == "pickle" and not allow_pickle:
+        raise InputError(
+            f"{p}: pickle files are refused by default because unpickling runs code from the "
+            "file; pass --allow-pickle if you trust it (or convert it to Parquet/CSV)"
+        )
+    if not first:
+        raise InputError(f"{p}: the file is empty (0 bytes)")
+
+    src = _Source(p, kind, chunksize)
+    columns = src.columns()
+    if not columns:
+        raise InputError(f"{p}: no columns found; expected a header with the note columns")
+    cols = _resolve_columns(p, columns, patient_column, text_column, label_column)
+    usecols = list(dict.fromkeys(cols.values()))
+    collector = _Collector(src, cols)
+
+    layout = fmt
+    for chunk in src.chunks(usecols):
+        if layout == "auto":
+            if "note_id" not in cols and _looks_like_patient_layout(chunk[cols["text"]]):
+                layout = "patient"
+            else:
+                layout = "long"
+        if layout == "patient":
+            collector.add_patient(chunk)
+        else:
+            collector.add_long(chunk)
+    if layout == "auto":
+        layout = "long"
+    return _assemble(src, collector, layout)
