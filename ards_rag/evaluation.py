@@ -13,11 +13,16 @@ Conventions used throughout:
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .errors import InputError
 
@@ -227,3 +232,489 @@ def binary_metrics(y_true: Sequence[Any] | np.ndarray, p: Sequence[float] | np.n
         "confusion": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
         "notes": notes,
     }
+
+
+def bootstrap_ci(y_true: Sequence[Any] | np.ndarray, p: Sequence[float] | np.ndarray,
+                 threshold: float, n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> dict[str, list[float] | None]:
+    """Percentile bootstrap intervals (patients resampled with replacement, threshold fixed) for
+    F1, AUROC, sensitivity and specificity. A metric undefined in over half the resamples (e.g.
+    AUROC on a test set with two positives) gets ``None``. Small test splits have wide intervals:
+    report them beside the point estimates."""
+    y, s = _as_arrays(y_true, p)
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    yb, sb = y[idx], s[idx]
+    pred = sb >= threshold
+    tp = (pred & yb).sum(1)
+    fp = (pred & ~yb).sum(1)
+    fn = (~pred & yb).sum(1)
+    tn = (~pred & ~yb).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = {
+            "f1": np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan),
+            "sensitivity": np.where(tp + fn > 0, tp / (tp + fn), np.nan),
+            "specificity": np.where(tn + fp > 0, tn / (tn + fp), np.nan),
+        }
+    values["auroc"] = np.array([
+        a if (a := auroc(yb[i], sb[i])) is not None else np.nan for i in range(n_boot)
+    ])
+    alpha = (1 - level) / 2
+    out: dict[str, list[float] | None] = {}
+    for name, v in values.items():
+        v = v[np.isfinite(v)]
+        out[name] = (None if len(v) < n_boot / 2
+                     else [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))])
+    return out
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("f1", "F1"), ("auroc", "AUROC"), ("auprc", "AUPRC"), ("sensitivity", "Sens"),
+    ("specificity", "Spec"), ("precision", "Prec"), ("accuracy", "Acc"), ("brier", "Brier"),
+    ("threshold", "Thr"),
+)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    return f"{float(value):.{digits}f}"
+
+
+def format_table(metrics_by_system: dict[str, dict[str, Any]]) -> str:
+    """A plain-text table, one row per system (in the given order): n, F1, AUROC, AUPRC,
+    sensitivity, specificity, precision, accuracy, Brier score, threshold. Undefined values
+    print as ``n/a``."""
+    header = ["system", "n"] + [label for _, label in TABLE_COLUMNS]
+    rows = [header]
+    for name, m in metrics_by_system.items():
+        rows.append([name, _fmt(m.get("n"))] + [_fmt(m.get(key)) for key, _ in TABLE_COLUMNS])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for k, r in enumerate(rows):
+        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _markdown_table(metrics_by_system: dict[str, dict[str, Any]],
+                    ci: dict[str, list[float] | None] | None = None,
+                    ci_system: str | None = None) -> str:
+    header = ["system", "n"] + [label for _, label in TABLE_COLUMNS]
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, m in metrics_by_system.items():
+        cells = [name.replace("|", "/"), _fmt(m.get("n"))]
+        for key, _ in TABLE_COLUMNS:
+            cell = _fmt(m.get(key))
+            if ci and name == ci_system and ci.get(key):
+                lo, hi = ci[key]  # type: ignore[misc]
+                cell += f" ({lo:.2f}–{hi:.2f})"
+            cells.append(cell)
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+
+def _cuts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative TP and FP counts at each distinct score, highest score first."""
+    order = np.argsort(-s, kind="mergesort")
+    ys, ss = y[order], s[order]
+    last = np.r_[np.flatnonzero(np.diff(ss) != 0), len(ss) - 1]
+    return np.cumsum(ys)[last].astype(float), np.cumsum(~ys)[last].astype(float)
+
+
+def roc_points(y_true: Sequence[Any] | np.ndarray,
+               p: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates of the ROC curve, from (0, 0) to (1, 1)."""
+    y, s = _as_arrays(y_true, p)
+    tp, fp = _cuts(y, s)
+    return (np.r_[0.0, fp / max(int((~y).sum()), 1)], np.r_[0.0, tp / max(int(y.sum()), 1)])
+
+
+def pr_points(y_true: Sequence[Any] | np.ndarray,
+              p: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Recall and precision at each distinct score (highest first), starting at recall 0."""
+    y, s = _as_arrays(y_true, p)
+    tp, fp = _cuts(y, s)
+    precision = tp / (tp + fp)
+    return np.r_[0.0, tp / max(int(y.sum()), 1)], np.r_[precision[0], precision]
+
+
+def _new_figure(w: float = 5.0, h: float = 4.5) -> Any:
+    # Figure + the Agg canvas directly: no pyplot global state, no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _curves(model_name: str, y: np.ndarray, s: np.ndarray,
+            baselines: dict[str, dict[str, Any]]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    out = [(model_name, y, s)]
+    for name, entry in baselines.items():
+        curve = entry.get("curve")
+        if curve:
+            by, bs = _as_arrays(curve["y"], curve["p"])
+            if by.any() and (~by).any():
+                out.append((name, by, bs))
+    return out
+
+
+def plot_roc(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """ROC curves of the model and the baselines that have scores, with each AUROC."""
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for k, (name, y, s) in enumerate(curves):
+        fpr, tpr = roc_points(y, s)
+        a = auroc(y, s)
+        ax.plot(fpr, tpr, lw=2.2 if k == 0 else 1.2, ls="-" if k == 0 else "--",
+                label=f"{name} (AUROC {_fmt(a)})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity (true positive rate)",
+           title="ROC", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_pr(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """Precision-recall curves, with each average precision and the prevalence line."""
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for k, (name, y, s) in enumerate(curves):
+        rec, prec = pr_points(y, s)
+        ap = average_precision(y, s)
+        ax.step(rec, prec, where="pre", lw=2.2 if k == 0 else 1.2, ls="-" if k == 0 else "--",
+                label=f"{name} (AP {_fmt(ap)})")
+    prevalence = float(curves[0][1].mean())
+    ax.axhline(prevalence, color="grey", lw=0.8, ls=":", label=f"prevalence {prevalence:.2f}")
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall",
+           xlim=(-0.01, 1.01), ylim=(-0.01, 1.05))
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_calibration(path: Path, y: np.ndarray, s: np.ndarray, threshold: float,
+                     n_bins: int = 10) -> None:
+    """Reliability diagram (observed ARDS rate against mean probability per bin, marker area
+    by count) above a histogram of the probabilities of each class."""
+    fig = _new_figure(5.0, 6.0)
+    ax, hx = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    bins = calibration_bins(y, s, n_bins)
+    xs = [b["mean_probability"] for b in bins]
+    ys = [b["observed_rate"] for b in bins]
+    sizes = [20 + 180 * b["count"] / len(y) for b in bins]
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
+    ax.plot(xs, ys, color="C0", lw=1.2)
+    ax.scatter(xs, ys, s=sizes, color="C0", zorder=3, label="model (area ~ patients)")
+    ax.axvline(threshold, color="C3", lw=0.8, ls="--", label=f"threshold {threshold:.3f}")
+    ax.set(ylabel="observed share with ARDS", title="Calibration", ylim=(-0.02, 1.02))
+    ax.legend(loc="upper left", fontsize=8)
+    edges = np.linspace(0, 1, n_bins + 1)
+    hx.hist([s[~y], s[y]], bins=edges, label=["no ARDS", "ARDS"], color=["C1", "C0"],
+            stacked=True)
+    hx.set(xlabel="predicted probability of ARDS", ylabel="patients", xlim=(-0.01, 1.01))
+    hx.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_confusion(path: Path, confusion: dict[str, int], threshold: float) -> None:
+    """The 2 x 2 confusion matrix with counts (rows: truth, columns: prediction)."""
+    fig = _new_figure(4.2, 3.8)
+    ax = fig.add_subplot()
+    mat = np.array([[confusion["tp"], confusion["fn"]], [confusion["fp"], confusion["tn"]]])
+    ax.imshow(mat, cmap="Blues", vmin=0, vmax=max(int(mat.max()), 1))
+    names = [["TP", "FN"], ["FP", "TN"]]
+    for i in range(2):
+        for j in range(2):
+            dark = mat[i, j] > mat.max() / 2
+            ax.text(j, i, f"{names[i][j]}\n{mat[i, j]}", ha="center", va="center",
+                    color="white" if dark else "black", fontsize=12)
+    ax.set_xticks([0, 1], ["ARDS", "no ARDS"])
+    ax.set_yticks([0, 1], ["ARDS", "no ARDS"])
+    ax.set(xlabel=f"predicted (p >= {threshold:.3f})", ylabel="label", title="Confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+# --- output files ----------------------------------------------------------------------------
+
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+REPORT_FILE = "report.md"
+PLOT_FILES = {
+    "roc": "roc.png",
+    "pr": "precision_recall.png",
+    "calibration": "calibration.png",
+    "confusion": "confusion_matrix.png",
+}
+SNIPPET_CHARS = 240
+MAX_EVIDENCE_PASSAGES = 5
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _json_ready(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _join_ids(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return ";".join(str(v) for v in value)
+    return str(value)
+
+
+def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """One line of at most ``limit`` characters: whitespace collapsed, cut at a word boundary."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit].rsplit(" ", 1)[0]
+    return cut + " …"
+
+
+def prepare_predictions(predictions: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Validate a frame of ``patient_id, label, probability`` (+ optional ``prediction``,
+    ``evidence_note_ids``) and return it in the ``predictions.csv`` layout, with ``prediction``
+    recomputed as ``probability >= threshold``. A given ``prediction`` column that disagrees with
+    the threshold raises :class:`~ards_rag.errors.InputError`."""
+    missing = [c for c in ("patient_id", "label", "probability") if c not in predictions.columns]
+    if missing:
+        raise InputError(f"predictions frame lacks column(s) {', '.join(missing)}")
+    if predictions["patient_id"].duplicated().any():
+        dup = predictions.loc[predictions["patient_id"].duplicated(), "patient_id"].iloc[0]
+        raise InputError(f"patient {dup!r} appears twice in the predictions; one row per patient")
+    y, s = _as_arrays(predictions["label"].to_numpy(), predictions["probability"].to_numpy())
+    pred = s >= threshold
+    if "prediction" in predictions.columns:
+        given = predictions["prediction"].astype(bool).to_numpy()
+        if (given != pred).any():
+            i = int(np.flatnonzero(given != pred)[0])
+            raise InputError(
+                f"patient {predictions['patient_id'].iloc[i]!r}: prediction {bool(given[i])} "
+                f"disagrees with probability {s[i]:.4f} at threshold {threshold:.4f}"
+            )
+    evidence = (predictions["evidence_note_ids"].map(_join_ids)
+                if "evidence_note_ids" in predictions.columns else "")
+    return pd.DataFrame({
+        "patient_id": predictions["patient_id"].astype(str).to_numpy(),
+        "label": y,
+        "probability": s,
+        "prediction": pred,
+        "evidence_note_ids": evidence,
+    })
+
+
+def baseline_entry(y_true: Sequence[Any] | np.ndarray, p: Sequence[float] | np.ndarray,
+                   threshold: float, description: str) -> dict[str, Any]:
+    """A baseline for :func:`write_evaluation`: its metrics at ``threshold``, a one-line
+    description (how it was trained and its threshold chosen) and its scores, which the ROC and
+    precision-recall plots draw beside the model's."""
+    y, s = _as_arrays(y_true, p)
+    entry = binary_metrics(y, s, threshold)
+    entry["description"] = description
+    entry["curve"] = {"y": y.tolist(), "p": s.tolist()}
+    return entry
+
+
+def write_evaluation(
+    out_dir: str | Path,
+    predictions: pd.DataFrame,
+    threshold: float,
+    baselines: dict[str, dict[str, Any]] | None = None,
+    evidence: dict[str, list[dict[str, Any]]] | None = None,
+    *,
+    split: str = "test",
+    model_name: str = "model",
+    threshold_info: dict[str, Any] | None = None,
+    run_info: dict[str, Any] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write ``metrics.json``, ``predictions.csv``, the four PNG plots and ``report.md``.
+
+    ``predictions``: one row per patient with ``patient_id, label, probability`` (and optionally
+    ``prediction``, ``evidence_note_ids``). ``baselines``: name -> a metrics dict (as from
+    :func:`binary_metrics`, e.g. another run's ``metrics.json``) with an optional
+    ``description`` and ``curve`` (see :func:`baseline_entry`). ``evidence``: patient id -> the
+    passages the model read (dicts with ``note_id, charttime, section, text``, optionally
+    ``note_type, score``), strongest first; the report quotes a short snippet of each for the
+    false positives and false negatives. The report holds note text (PHI): it belongs in the
+    local run folder only. Returns the content of ``metrics.json``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    baselines = dict(baselines or {})
+    evidence = evidence or {}
+    frame = prepare_predictions(predictions, threshold)
+    y = frame["label"].to_numpy(dtype=bool)
+    s = frame["probability"].to_numpy(dtype=float)
+    model = binary_metrics(y, s, threshold)
+    ci = bootstrap_ci(y, s, threshold, n_boot=n_bootstrap, seed=seed) if n_bootstrap else {}
+    metrics: dict[str, Any] = {
+        "split": split,
+        "primary_metric": "f1",
+        "model_name": model_name,
+        "threshold": float(threshold),
+        "threshold_info": threshold_info or {},
+        "model": model,
+        "ci95": ci,
+        "n_bootstrap": n_bootstrap,
+        "baselines": {name: {k: v for k, v in entry.items() if k != "curve"}
+                      for name, entry in baselines.items()},
+        "run": run_info or {},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": {"predictions": PREDICTIONS_FILE, "report": REPORT_FILE, **PLOT_FILES},
+    }
+    metrics = _json_ready(metrics)
+
+    curves = _curves(model_name, y, s, baselines)
+    plot_roc(out / PLOT_FILES["roc"], curves)
+    plot_pr(out / PLOT_FILES["pr"], curves)
+    plot_calibration(out / PLOT_FILES["calibration"], y, s, threshold)
+    plot_confusion(out / PLOT_FILES["confusion"], model["confusion"], threshold)
+    _write_atomic(out / PREDICTIONS_FILE, lambda p: frame.to_csv(p, index=False))
+    report = render_report(metrics, frame, evidence)
+    _write_atomic(out / REPORT_FILE, lambda p: p.write_text(report, encoding="utf-8"))
+    _write_atomic(out / METRICS_FILE,
+                  lambda p: p.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8"))
+    return metrics
+
+
+def systems_table(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The model's and the baselines' metrics from a ``metrics.json`` dict, model first."""
+    return {metrics.get("model_name", "model"): metrics["model"], **metrics.get("baselines", {})}
+
+
+def _error_rows(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
+    if kind == "fp":
+        rows = frame[frame["prediction"] & ~frame["label"]]
+        return rows.sort_values(["probability", "patient_id"], ascending=[False, True])
+    rows = frame[~frame["prediction"] & frame["label"]]
+    return rows.sort_values(["probability", "patient_id"], ascending=[True, True])
+
+
+def _evidence_lines(passages: list[dict[str, Any]]) -> list[str]:
+    if not passages:
+        return ["- (no evidence passages recorded for this patient)"]
+    lines = []
+    for psg in passages[:MAX_EVIDENCE_PASSAGES]:
+        parts = [f"note `{psg.get('note_id', '?')}`"]
+        if psg.get("charttime"):
+            parts.append(str(psg["charttime"]))
+        if psg.get("note_type"):
+            parts.append(str(psg["note_type"]))
+        if psg.get("section"):
+            parts.append(f"section *{psg['section']}*")
+        if psg.get("score") is not None:
+            parts.append(f"score {float(psg['score']):.2f}")
+        text = snippet(psg.get("text", "")).replace("`", "'")
+        lines.append(f"- {' · '.join(parts)}: \u201c{text}\u201d")
+    if len(passages) > MAX_EVIDENCE_PASSAGES:
+        lines.append(f"- … and {len(passages) - MAX_EVIDENCE_PASSAGES} more passage(s)")
+    return lines
+
+
+def render_report(metrics: dict[str, Any], frame: pd.DataFrame,
+                  evidence: dict[str, list[dict[str, Any]]]) -> str:
+    """The Markdown report: summary, metrics table with baselines, plots, errors with evidence."""
+    m = metrics["model"]
+    info = metrics.get("threshold_info") or {}
+    run = metrics.get("run") or {}
+    split = metrics["split"]
+    lines = [
+        f"# Evaluation report: {run.get('name', metrics.get('model_name', 'model'))}, "
+        f"{split} split",
+        "",
+        "> Contains excerpts of clinical notes (PHI). Keep this file in the local run folder; "
+        "do not share it.",
+        "",
+    ]
+    for key, label in (("base_model", "Base model"), ("strategy", "Context"),
+                       ("index", "Index"), ("zero_shot", "Zero-shot")):
+        if run.get(key) is not None:
+            lines.append(f"- {label}: `{run[key]}`")
+    lines += [
+        f"- Patients: {m['n']} ({m['n_positive']} with ARDS, prevalence {m['prevalence']:.3f})",
+        f"- Threshold: {m['threshold']:.4f} (predict ARDS when probability >= threshold), "
+        f"chosen on the {info.get('chosen_on', 'validation')} split by "
+        f"{info.get('rule', 'best F1')}",
+        f"- Created: {metrics.get('created', '')}",
+        "",
+        "## Metrics",
+        "",
+        f"Primary metric: F1. In brackets: 95% bootstrap intervals ({metrics.get('n_bootstrap')} "
+        f"resamples of the {split} patients, threshold fixed). Baselines are scored on the same "
+        "patients; their thresholds were chosen on the validation split as well unless stated.",
+        "",
+        _markdown_table(systems_table(metrics), metrics.get("ci95"),
+                        metrics.get("model_name", "model")),
+        "",
+    ]
+    described = [(n, b["description"]) for n, b in metrics.get("baselines", {}).items()
+                 if b.get("description")]
+    if described:
+        lines += [f"- **{n}**: {d}" for n, d in described] + [""]
+    notes = list(m.get("notes", []))
+    notes += [f"{n}: {note}" for n, b in metrics.get("baselines", {}).items()
+              for note in b.get("notes", [])]
+    if notes:
+        lines += ["Undefined values:", ""] + [f"- {note}" for note in notes] + [""]
+    c = m["confusion"]
+    lines += [
+        f"Confusion at the threshold: TP {c['tp']}, FP {c['fp']}, TN {c['tn']}, FN {c['fn']}.",
+        "",
+        "## Plots",
+        "",
+        f"![ROC]({PLOT_FILES['roc']}) ![Precision-recall]({PLOT_FILES['pr']})",
+        "",
+        f"![Calibration]({PLOT_FILES['calibration']}) "
+        f"![Confusion matrix]({PLOT_FILES['confusion']})",
+        "",
+    ]
+    for kind, title, why in (
+        ("fp", "False positives", "Predicted ARDS, labeled no ARDS"),
+        ("fn", "False negatives", "Labeled ARDS, predicted no ARDS"),
+    ):
+        rows = _error_rows(frame, kind)
+        lines += [f"## {title} ({len(rows)})", "", f"{why}; the passages the model "
+                  "read, strongest first.", ""]
+        if rows.empty:
+            lines += ["None.", ""]
+        for row in rows.itertuples(index=False):
+            lines += [f"### Patient `{row.patient_id}`: probability {row.probability:.3f}", ""]
+            lines += _evidence_lines(evidence.get(str(row.patient_id), []))
+            lines.append("")
+    return "\n".join(lines)

@@ -140,3 +140,121 @@ def test_calibration_bins() -> None:
     bins = calibration_bins([1, 0, 1, 1], [0.05, 0.05, 0.95, 1.0], n_bins=10)
     assert [(b["low"], b["count"]) for b in bins] == [(0.0, 2), (0.9, 2)]
     assert bins[0]["observed_rate"] == 0.5 and bins[1]["mean_probability"] == pytest.approx(0.975)
+
+
+# --- write_evaluation: files, metrics, report ------------------------------------------------
+
+import json  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from ards_rag.evaluation import (  # noqa: E402
+    PLOT_FILES,
+    baseline_entry,
+    format_table,
+    snippet,
+    write_evaluation,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TOY_IDS = ["A", "B", "C", "D", "E", "F", "G", "H"]
+
+
+def _toy_frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "patient_id": TOY_IDS,
+        "label": TOY_Y,
+        "probability": TOY_P,
+        "prediction": [p >= 0.5 for p in TOY_P],
+        "evidence_note_ids": [[f"{pid}-n1", f"{pid}-n2"] for pid in TOY_IDS],
+    })
+
+
+def _toy_evidence() -> dict[str, list[dict[str, object]]]:
+    return {
+        pid: [
+            {"note_id": f"{pid}-n1", "charttime": "2150-01-02T08:00", "note_type": "Radiology",
+             "section": "IMPRESSION", "score": 0.71,
+             "text": f"Patient {pid}: diffuse bilateral   opacities.\n" + "word " * 100},
+            {"note_id": f"{pid}-n2", "charttime": "", "section": "", "text": "Stable."},
+        ]
+        for pid in TOY_IDS
+    }
+
+
+def test_write_evaluation_files_metrics_and_report(tmp_path: Path) -> None:
+    rule = baseline_entry(TOY_Y, [1, 0, 0, 1, 1, 0, 0, 0], 0.5, "keyword rule, fixed cut 0.5")
+    other = binary_metrics(TOY_Y, [0.6, 0.4, 0.3, 0.7, 0.2, 0.1, 0.3, 0.2], 0.5)
+    metrics = write_evaluation(
+        tmp_path, _toy_frame(), 0.5, baselines={"keyword rule": rule, "zero-shot run": other},
+        evidence=_toy_evidence(), threshold_info={"chosen_on": "validation", "rule": "best F1"},
+        run_info={"name": "toy"}, n_bootstrap=200,
+    )
+    for name in ["metrics.json", "predictions.csv", "report.md", *PLOT_FILES.values()]:
+        assert (tmp_path / name).is_file(), name
+    for name in PLOT_FILES.values():
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 2000, name
+
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == metrics
+    assert saved["model"] == json.loads(json.dumps(binary_metrics(TOY_Y, TOY_P, 0.5)))
+    assert saved["baselines"]["keyword rule"]["confusion"] == {"tp": 2, "fp": 1, "tn": 3, "fn": 2}
+    assert "curve" not in saved["baselines"]["keyword rule"]
+    lo, hi = saved["ci95"]["f1"]
+    assert lo <= saved["model"]["f1"] <= hi
+
+    preds = pd.read_csv(tmp_path / "predictions.csv", dtype={"patient_id": str})
+    assert list(preds.columns) == [
+        "patient_id", "label", "probability", "prediction", "evidence_note_ids"]
+    assert preds["patient_id"].tolist() == TOY_IDS
+    assert preds["prediction"].tolist() == [p >= 0.5 for p in TOY_P]
+    assert preds.loc[0, "evidence_note_ids"] == "A-n1;A-n2"
+
+    report = (tmp_path / "report.md").read_text()
+    fp_part = report.split("## False positives")[1].split("## False negatives")[0]
+    fn_part = report.split("## False negatives")[1]
+    heading = re.compile(r"^### Patient `(\w+)`", re.M)
+    assert heading.findall(fp_part) == ["C", "E"]  # highest probability first
+    assert heading.findall(fn_part) == ["F"]
+    assert "note `C-n1` · 2150-01-02T08:00 · Radiology · section *IMPRESSION* · score 0.71" in (
+        fp_part)
+    assert "Patient C: diffuse bilateral opacities." in fp_part
+    assert "| keyword rule |" in report and "| zero-shot run |" in report
+    for name in PLOT_FILES.values():
+        assert f"]({name})" in report
+
+
+def test_write_evaluation_rejects_prediction_that_disagrees_with_threshold(
+        tmp_path: Path) -> None:
+    frame = _toy_frame()
+    frame.loc[2, "prediction"] = False
+    with pytest.raises(InputError, match="patient 'C'"):
+        write_evaluation(tmp_path, frame, 0.5, n_bootstrap=0)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_write_evaluation_without_errors_or_one_class(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"patient_id": ["x", "y"], "label": [False, False],
+                          "probability": [0.1, 0.2]})
+    metrics = write_evaluation(tmp_path, frame, 0.5, n_bootstrap=50)
+    assert metrics["model"]["auroc"] is None
+    report = (tmp_path / "report.md").read_text()
+    assert "## False positives (0)" in report and "## False negatives (0)" in report
+    assert "AUROC" in report.split("Undefined values:")[1]
+
+
+def test_format_table() -> None:
+    table = format_table({"model": binary_metrics(TOY_Y, TOY_P, 0.25),
+                          "rule": binary_metrics([0, 0], [0.1, 0.9], 0.5)})
+    lines = table.splitlines()
+    assert lines[0].split()[:4] == ["system", "n", "F1", "AUROC"]
+    assert lines[2].split()[:4] == ["model", "8", "0.800", "0.781"]
+    assert lines[3].split()[3] == "n/a"
+
+
+def test_snippet_is_one_short_line() -> None:
+    s = snippet("a  b\n\nc " + "longword " * 100, limit=40)
+    assert "\n" not in s and len(s) <= 42 and s.startswith("a b c longword")
