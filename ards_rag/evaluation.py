@@ -562,6 +562,7 @@ def write_evaluation(
     run_info: dict[str, Any] | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    remarks: list[str] | None = None,
 ) -> dict[str, Any]:
     """Write ``metrics.json``, ``predictions.csv``, the four PNG plots and ``report.md``.
 
@@ -572,7 +573,8 @@ def write_evaluation(
     passages the model read (dicts with ``note_id, charttime, section, text``, optionally
     ``note_type, score``), strongest first; the report quotes a short snippet of each for the
     false positives and false negatives. The report holds note text (PHI): it belongs in the
-    local run folder only. Returns the content of ``metrics.json``.
+    local run folder only. ``remarks``: extra one-line notes for the report (e.g. a baseline
+    that could not be included, and why). Returns the content of ``metrics.json``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -595,6 +597,7 @@ def write_evaluation(
         "baselines": {name: {k: v for k, v in entry.items() if k != "curve"}
                       for name, entry in baselines.items()},
         "run": run_info or {},
+        "remarks": list(remarks or []),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "files": {"predictions": PREDICTIONS_FILE, "report": REPORT_FILE, **PLOT_FILES},
     }
@@ -692,6 +695,8 @@ def render_report(metrics: dict[str, Any], frame: pd.DataFrame,
               for note in b.get("notes", [])]
     if notes:
         lines += ["Undefined values:", ""] + [f"- {note}" for note in notes] + [""]
+    if metrics.get("remarks"):
+        lines += ["Remarks:", ""] + [f"- {r}" for r in metrics["remarks"]] + [""]
     c = m["confusion"]
     lines += [
         f"Confusion at the threshold: TP {c['tp']}, FP {c['fp']}, TN {c['tn']}, FN {c['fn']}.",
@@ -718,3 +723,402 @@ def render_report(metrics: dict[str, Any], frame: pd.DataFrame,
             lines += _evidence_lines(evidence.get(str(row.patient_id), []))
             lines.append("")
     return "\n".join(lines)
+
+
+# --- the run's inputs: split, threshold, notes -----------------------------------------------
+
+SPLIT_FILE = "split.csv"
+THRESHOLD_FILE = "threshold.json"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.yaml"
+MANIFEST_FILE = "index_manifest.json"
+
+
+def read_split(run_dir: str | Path) -> pd.DataFrame:
+    """The run's ``split.csv`` as ``patient_id`` (str), ``split`` (str), ``label`` (pandas
+    boolean). Raises :class:`~ards_rag.errors.RunError` when it is missing or malformed."""
+    from .errors import RunError
+    from .notes import parse_label
+
+    path = Path(run_dir) / SPLIT_FILE
+    if not path.is_file():
+        raise RunError(f"{path}: not found; is {Path(run_dir)} a finished run? Train it first")
+    try:
+        df = pd.read_csv(path, dtype={"patient_id": str, "split": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: unreadable ({str(exc).splitlines()[0]}); retrain the run") from None
+    missing = [c for c in ("patient_id", "split", "label") if c not in df.columns]
+    if missing:
+        raise RunError(f"{path}: missing column(s) {', '.join(missing)}; retrain the run")
+    labels = []
+    for i, value in enumerate(df["label"].tolist()):
+        try:
+            labels.append(parse_label(value))
+        except Exception:
+            raise RunError(f"{path}: row {i + 2}, column label: {value!r} is not true/false") from None
+    df["label"] = pd.array(labels, dtype="boolean")
+    return df[["patient_id", "split", "label"]]
+
+
+def read_threshold(run_dir: str | Path) -> tuple[float, dict[str, Any]]:
+    """The run's decision threshold and the whole ``threshold.json`` (``chosen_on``, ``rule``)."""
+    from .errors import RunError
+
+    path = Path(run_dir) / THRESHOLD_FILE
+    if not path.is_file():
+        raise RunError(f"{path}: not found; the run has no decision threshold, retrain it")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        threshold = float(info["threshold"])
+    except (ValueError, KeyError, TypeError):
+        raise RunError(f"{path}: no numeric 'threshold' key; retrain the run") from None
+    if not math.isfinite(threshold):
+        raise RunError(f"{path}: threshold is {threshold}; retrain the run")
+    return threshold, info
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_run_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_kind(run_dir: str | Path) -> dict[str, Any]:
+    """What a run is, from its ``summary.json`` and ``config.yaml``: ``zero_shot`` (bool),
+    ``strategy`` (``retrieval`` or ``truncate``), ``base_model``, ``index`` (when recorded)."""
+    run = Path(run_dir)
+    summary = _read_json(run / SUMMARY_FILE)
+    cfg = _read_run_config(run)
+    strategy = (summary.get("context_strategy") or summary.get("strategy")
+                or (cfg.get("retrieval") or {}).get("strategy") or "retrieval")
+    trainer = ((cfg.get("ludwig") or {}).get("trainer") or {}).get("type")
+    zero_shot = bool(summary.get("zero_shot", trainer == "none"))
+    return {
+        "name": run.name,
+        "zero_shot": zero_shot,
+        "strategy": str(strategy),
+        "base_model": summary.get("base_model") or (cfg.get("ludwig") or {}).get("base_model"),
+        "index": summary.get("index_dir") or summary.get("index"),
+    }
+
+
+def notes_from_passages(passages: pd.DataFrame) -> pd.DataFrame:
+    """Rebuild the notes table (``patient_id, note_id, note_seq, text``) from an index's
+    passages: each passage is the slice ``text[char_start:char_end]`` of its note, so the
+    overlapping slices are laid back in place (gaps between them become spaces)."""
+    rows = []
+    for (pid, note_id), grp in passages.groupby(["patient_id", "note_id"], sort=False):
+        buf: list[str] = []
+        end = 0
+        for start, stop, text in sorted(zip(grp["char_start"], grp["char_end"], grp["text"])):
+            start, stop = int(start), int(stop)
+            if start > end:
+                buf.append(" " * (start - end))
+                end = start
+            if stop > end:
+                buf.append(str(text)[end - start:])
+                end = stop
+        rows.append((str(pid), str(note_id), int(grp["note_seq"].iloc[0]), "".join(buf)))
+    return pd.DataFrame(rows, columns=["patient_id", "note_id", "note_seq", "text"])
+
+
+# --- baselines -------------------------------------------------------------------------------
+
+KEYWORD_RULE = "keyword rule"
+TFIDF_LR = "TF-IDF + LR (all notes)"
+
+
+def text_baselines(texts: pd.Series, split_df: pd.DataFrame, split: str = "test",
+                   seed: int = 0) -> dict[str, dict[str, Any]]:
+    """The keyword rule and TF-IDF + logistic regression on each patient's whole notes.
+
+    ``texts``: patient id -> all the patient's notes in one string. ``split_df``: the run's
+    ``split.csv``. TF-IDF + LR is fitted on the run's train patients; both thresholds are chosen
+    on the validation patients by best F1 (as the model's), then both are scored on ``split``.
+    Returns name -> :func:`baseline_entry`.
+    """
+    from .baselines import keyword_rule_scores, tfidf_lr
+
+    labeled = split_df[split_df["label"].notna()]
+    parts = {name: labeled[labeled["split"] == name] for name in ("train", "validation", split)}
+    target = parts[split]
+    if target.empty:
+        return {}
+    missing = sorted(set(labeled["patient_id"]) - set(texts.index))
+    if missing:
+        from .errors import RunError
+
+        raise RunError(
+            f"patient {missing[0]!r} of the run's split.csv has no notes in the index "
+            f"({len(missing)} missing); evaluate against the index the run was trained on"
+        )
+    val = parts["validation"]
+    y_val = val["label"].to_numpy(dtype=bool)
+    y_eval = target["label"].to_numpy(dtype=bool)
+    where = "validation" if split != "validation" else "validation (the evaluated split itself)"
+    out: dict[str, dict[str, Any]] = {}
+
+    kw_val = np.asarray(keyword_rule_scores(texts.loc[val["patient_id"]].tolist()), dtype=float)
+    kw_eval = np.asarray(keyword_rule_scores(texts.loc[target["patient_id"]].tolist()), dtype=float)
+    t_kw = best_f1_threshold(y_val, kw_val) if len(val) else FALLBACK_THRESHOLD
+    out[KEYWORD_RULE] = baseline_entry(
+        y_eval, kw_eval, t_kw,
+        f"ARDS keywords and Berlin-criteria phrases in all notes, no training; cut chosen on "
+        f"{where if len(val) else 'nothing (no validation patients): 0.5'} by best F1",
+    )
+
+    train = parts["train"]
+    y_train = train["label"].to_numpy(dtype=bool)
+    if len(train) and y_train.any() and (~y_train).any():
+        scored = pd.concat([val, target]) if split != "validation" else target
+        probs = np.asarray(tfidf_lr(
+            texts.loc[train["patient_id"]].tolist(), y_train.tolist(),
+            texts.loc[scored["patient_id"]].tolist(), seed=seed,
+        ), dtype=float)
+        p_val = probs[: len(val)] if split != "validation" else probs
+        p_eval = probs[len(val):] if split != "validation" else probs
+        t_lr = best_f1_threshold(y_val, p_val) if len(val) else FALLBACK_THRESHOLD
+        out[TFIDF_LR] = baseline_entry(
+            y_eval, p_eval, t_lr,
+            f"TF-IDF of all notes + logistic regression fitted on the run's {len(train)} train "
+            f"patients; cut chosen on {where if len(val) else 'nothing: 0.5'} by best F1",
+        )
+    return out
+
+
+_TIME_KEYS = {"created", "updated", "modified", "time", "timestamp", "date", "elapsed_s",
+              "build_seconds", "index_dir", "path"}
+
+
+def _same_manifest(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    def core(m: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in m.items() if k not in _TIME_KEYS}
+
+    return core(a) == core(b)
+
+
+def sibling_baselines(run_dir: str | Path, split: str = "test",
+                      split_df: pd.DataFrame | None = None) -> tuple[dict[str, dict[str, Any]],
+                                                                      list[str]]:
+    """The zero-shot and truncated-context runs beside ``run_dir`` (same parent folder), as
+    baselines: only runs with the same ``split`` patients and labels and, where both runs record
+    one, the same index manifest. A matching run with ``metrics.json`` for ``split`` gives its
+    model metrics; one without gives a remark saying how to evaluate it. Returns
+    ``(baselines, remarks)``."""
+    run = Path(run_dir).resolve()
+    own = split_df if split_df is not None else read_split(run)
+    own_set = _split_key(own, split)
+    own_manifest = _read_json(run / MANIFEST_FILE)
+    out: dict[str, dict[str, Any]] = {}
+    remarks: list[str] = []
+    for other in sorted(p for p in run.parent.iterdir() if p.is_dir() and p != run):
+        if not (other / SPLIT_FILE).is_file() or not (
+                (other / SUMMARY_FILE).is_file() or (other / CONFIG_FILE).is_file()):
+            continue
+        kind = run_kind(other)
+        if not kind["zero_shot"] and kind["strategy"] != "truncate":
+            continue
+        try:
+            if _split_key(read_split(other), split) != own_set:
+                continue
+        except Exception:  # an unreadable sibling is not this run's problem
+            continue
+        manifest = _read_json(other / MANIFEST_FILE)
+        if own_manifest and manifest and not _same_manifest(own_manifest, manifest):
+            continue
+        label = " + ".join(
+            x for x in ("zero-shot" if kind["zero_shot"] else "",
+                        "truncated context" if kind["strategy"] == "truncate" else "") if x)
+        name = f"{label} run ({other.name})"
+        metrics = _read_json(other / METRICS_FILE)
+        if metrics.get("split") == split and isinstance(metrics.get("model"), dict):
+            entry = dict(metrics["model"])
+            entry["description"] = (
+                f"run `{other.name}`: same split and index, "
+                f"{'base model with the prompt only' if kind['zero_shot'] else 'fine-tuned'}, "
+                f"{'first notes cut to the token budget' if kind['strategy'] == 'truncate' else 'retrieved context'}"
+                f"; its own threshold ({entry.get('threshold', float('nan')):.3f})"
+            )
+            out[name] = entry
+        else:
+            remarks.append(f"{name} not included: it has no {split} metrics yet; run "
+                           f"`ards-rag evaluate --run {other} --split {split}` and evaluate again")
+    return out, remarks
+
+
+def _split_key(df: pd.DataFrame, split: str) -> frozenset[tuple[str, bool]]:
+    part = df[(df["split"] == split) & df["label"].notna()]
+    return frozenset(zip(part["patient_id"], part["label"].astype(bool)))
+
+
+# --- the evaluator ---------------------------------------------------------------------------
+
+
+class Evaluator:
+    """Evaluate a trained run on one split of its patients and write the report into the run.
+
+    In the style of sentence-transformers' evaluators: one primary metric (:attr:`primary_metric`,
+    F1 at the run's saved threshold), fixed output files (``metrics.json``, ``predictions.csv``,
+    ``roc.png``, ``precision_recall.png``, ``calibration.png``, ``confusion_matrix.png``,
+    ``report.md``), and :meth:`run` returning the metrics.
+
+    The split's labeled patients (from the run's ``split.csv``) are scored by
+    :func:`ards_rag.prediction.predict_patients` and cut at the run's ``threshold.json`` (chosen
+    on validation at training time). Beside the model the report puts, on the same patients: the
+    keyword rule and TF-IDF + logistic regression on all notes (trained on the run's train
+    patients; ``baselines=False`` skips them), and the zero-shot and truncated-context runs in
+    the same ``runs/`` folder that were evaluated on the same split.
+    """
+
+    primary_metric = "f1"
+
+    def __init__(self, run_dir: str | Path, index_dir: str | Path | None = None,
+                 split: str = "test", *, batch_size: int | None = None,
+                 baselines: bool = True, n_bootstrap: int = 1000, seed: int | None = None,
+                 ) -> None:
+        self.run_dir = Path(run_dir)
+        self.index_dir = Path(index_dir) if index_dir is not None else None
+        self.split = split
+        self.batch_size = batch_size
+        self.baselines = baselines
+        self.n_bootstrap = n_bootstrap
+        self.seed = seed
+        self.metrics: dict[str, Any] | None = None
+
+    # The steps, separately callable ----------------------------------------------------------
+
+    def _check_run(self) -> None:
+        from .errors import RunError
+
+        if not self.run_dir.is_dir():
+            raise RunError(f"{self.run_dir}: run folder not found; train one with `ards-rag train`")
+
+    def _resolve_index_dir(self) -> Path:
+        from .errors import RunError
+
+        if self.index_dir is not None:
+            return self.index_dir
+        recorded = run_kind(self.run_dir).get("index")
+        if recorded and Path(recorded).is_dir():
+            return Path(recorded)
+        raise RunError(f"{self.run_dir}: the run does not record its index folder; pass --index")
+
+    def patients(self, split_df: pd.DataFrame) -> pd.DataFrame:
+        """The labeled patients of the evaluated split (``patient_id``, ``label``)."""
+        from .errors import RunError
+
+        part = split_df[(split_df["split"] == self.split) & split_df["label"].notna()]
+        if part.empty:
+            raise RunError(
+                f"{self.run_dir / SPLIT_FILE}: no labeled patient in the {self.split!r} split; "
+                "choose another --split"
+            )
+        return part[["patient_id", "label"]].reset_index(drop=True)
+
+    def score(self, index: Any, patient_ids: list[str]) -> pd.DataFrame:
+        """The model's predictions for ``patient_ids`` (one batched pass per batch)."""
+        from .prediction import predict_patients
+
+        kwargs: dict[str, Any] = {}
+        if self.batch_size is not None:
+            kwargs["batch_size"] = self.batch_size
+        return predict_patients(self.run_dir, index, patient_ids, **kwargs)
+
+    def evidence(self, index: Any, patient_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The passages the model read for each of ``patient_ids``, strongest first (rebuilt
+        with the run's own retrieval settings)."""
+        if not patient_ids:
+            return {}
+        from .retrieval import open_retriever
+
+        cfg = _read_run_config(self.run_dir)
+        retriever = open_retriever(index, cfg)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for pid in patient_ids:
+            ctx = retriever.context(pid)
+            out[pid] = [dict(p) for p in ctx.passages]
+        return out
+
+    def run(self) -> dict[str, Any]:
+        """Score the split, compute every metric and baseline, write the files; return the
+        content of ``metrics.json``."""
+        from .index import NotesIndex
+
+        self._check_run()
+        split_df = read_split(self.run_dir)
+        threshold, threshold_info = read_threshold(self.run_dir)
+        target = self.patients(split_df)
+        index_dir = self._resolve_index_dir()
+        index = NotesIndex.load(index_dir)
+        ids = target["patient_id"].tolist()
+
+        preds = self.score(index, ids)
+        frame = target.merge(preds.drop(columns=["label"], errors="ignore"), on="patient_id",
+                             how="left", validate="one_to_one")
+        if frame["probability"].isna().any():
+            from .errors import RunError
+
+            pid = frame.loc[frame["probability"].isna(), "patient_id"].iloc[0]
+            raise RunError(f"patient {pid!r} was not scored by the run; re-run evaluate")
+        frame["label"] = frame["label"].astype(bool)
+
+        wrong = frame[(frame["probability"] >= threshold) != frame["label"]]
+        evidence = self.evidence(index, wrong["patient_id"].tolist())
+
+        cfg = _read_run_config(self.run_dir)
+        seed = self.seed if self.seed is not None else int(cfg.get("seed", 0) or 0)
+        baselines: dict[str, dict[str, Any]] = {}
+        remarks: list[str] = []
+        if self.baselines:
+            texts = self.patient_texts(index)
+            baselines.update(text_baselines(texts, split_df, self.split, seed=seed))
+            found, remarks = sibling_baselines(self.run_dir, self.split, split_df)
+            baselines.update(found)
+
+        kind = run_kind(self.run_dir)
+        kind["index"] = str(index_dir)
+        label = "zero-shot" if kind["zero_shot"] else "fine-tuned"
+        self.metrics = write_evaluation(
+            self.run_dir, frame, threshold, baselines, evidence, split=self.split,
+            model_name=f"{self.run_dir.name} ({label}, {kind['strategy']})",
+            threshold_info=threshold_info, run_info=kind, n_bootstrap=self.n_bootstrap,
+            seed=seed, remarks=remarks,
+        )
+        return self.metrics
+
+    @staticmethod
+    def patient_texts(index: Any) -> pd.Series:
+        """Each patient's whole notes (patient id -> text), rebuilt from the index's passages."""
+        from .notes import patient_texts
+
+        passages = index.passages
+        return patient_texts(notes_from_passages(passages))
+
+    def summary(self) -> str:
+        """The short table of :func:`format_table` for the last :meth:`run`."""
+        if self.metrics is None:
+            return "not evaluated yet: call run()"
+        m = self.metrics
+        head = (f"{self.run_dir.name}, {m['split']} split: {m['model']['n']} patients, "
+                f"threshold {m['threshold']:.3f} (chosen on "
+                f"{m['threshold_info'].get('chosen_on', 'validation')})")
+        tail = [f"note: {r}" for r in m.get("remarks", [])]
+        return "\n".join([head, format_table(systems_table(m)), *tail])
+
+    def __call__(self) -> dict[str, Any]:
+        return self.run()
