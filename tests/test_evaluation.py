@@ -258,3 +258,86 @@ def test_format_table() -> None:
 def test_snippet_is_one_short_line() -> None:
     s = snippet("a  b\n\nc " + "longword " * 100, limit=40)
     assert "\n" not in s and len(s) <= 42 and s.startswith("a b c longword")
+
+
+# --- run folder readers, sibling runs, notes rebuilt from passages ---------------------------
+
+import yaml  # noqa: E402
+
+from ards_rag.errors import RunError  # noqa: E402
+from ards_rag.evaluation import (  # noqa: E402
+    notes_from_passages,
+    read_split,
+    read_threshold,
+    sibling_baselines,
+)
+
+
+def _make_run(path: Path, *, zero_shot: bool = False, strategy: str = "retrieval",
+              test_ids: tuple[str, ...] = ("A", "B", "C", "D"), metrics_split: str | None = None,
+              manifest: dict[str, object] | None = None) -> Path:
+    path.mkdir(parents=True)
+    rows = [("T1", "train", "true"), ("T2", "train", "false"), ("V1", "validation", "true"),
+            ("V2", "validation", "false")]
+    rows += [(pid, "test", "true" if k % 2 == 0 else "false") for k, pid in enumerate(test_ids)]
+    pd.DataFrame(rows, columns=["patient_id", "split", "label"]).to_csv(
+        path / "split.csv", index=False)
+    (path / "config.yaml").write_text(yaml.safe_dump({"retrieval": {"strategy": strategy}}))
+    (path / "summary.json").write_text(json.dumps({"zero_shot": zero_shot}))
+    (path / "threshold.json").write_text(json.dumps(
+        {"threshold": 0.4, "chosen_on": "validation", "rule": "best F1"}))
+    (path / "index_manifest.json").write_text(json.dumps(manifest or {"source_sha256": "abc"}))
+    if metrics_split:
+        m = binary_metrics([1, 0, 1, 0], [0.9, 0.2, 0.3, 0.1], 0.25)
+        (path / "metrics.json").write_text(json.dumps({"split": metrics_split, "model": m}))
+    return path
+
+
+def test_read_split_and_threshold(tmp_path: Path) -> None:
+    run = _make_run(tmp_path / "r")
+    df = read_split(run)
+    assert df["patient_id"].tolist()[:2] == ["T1", "T2"]
+    assert df["label"].tolist()[:2] == [True, False]
+    assert read_threshold(run)[0] == 0.4
+    (run / "split.csv").write_text("patient_id,split,label\nA,test,maybe\n")
+    with pytest.raises(RunError, match="row 2, column label"):
+        read_split(run)
+    with pytest.raises(RunError, match="not found"):
+        read_split(tmp_path / "nowhere")
+    (run / "threshold.json").write_text("{}")
+    with pytest.raises(RunError, match="threshold"):
+        read_threshold(run)
+
+
+def test_sibling_baselines_match_split_index_and_kind(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    me = _make_run(runs / "default")
+    _make_run(runs / "zs", zero_shot=True, metrics_split="test")
+    _make_run(runs / "trunc", strategy="truncate")  # not evaluated yet
+    _make_run(runs / "trunc_val", strategy="truncate", metrics_split="validation")
+    _make_run(runs / "other_split", strategy="truncate", test_ids=("A", "B", "C", "E"),
+              metrics_split="test")
+    _make_run(runs / "other_index", zero_shot=True, metrics_split="test",
+              manifest={"source_sha256": "zzz"})
+    _make_run(runs / "plain", metrics_split="test")  # another retrieval fine-tune: not a baseline
+    found, remarks = sibling_baselines(me, "test")
+    assert list(found) == ["zero-shot run (zs)"]
+    assert found["zero-shot run (zs)"]["auroc"] == 1.0
+    assert len(remarks) == 2
+    assert any("(trunc)" in r and "ards-rag evaluate --run" in r for r in remarks)
+    assert any("(trunc_val)" in r for r in remarks)
+
+
+def test_notes_from_passages_rebuilds_overlapping_slices() -> None:
+    note = "FINDINGS: bilateral opacities.  IMPRESSION: ARDS pattern, worse."
+    spans = [(0, 31), (20, 45), (47, len(note))]  # overlap, then a gap of two characters
+    passages = pd.DataFrame({
+        "patient_id": ["p1"] * 3 + ["p2"], "note_id": ["n1"] * 3 + ["m1"],
+        "note_seq": [0, 0, 0, 0],
+        "char_start": [a for a, _ in spans] + [0], "char_end": [b for _, b in spans] + [5],
+        "text": [note[a:b] for a, b in spans] + ["Clear"],
+    })
+    notes = notes_from_passages(passages.iloc[[2, 0, 3, 1]])  # order must not matter
+    got = dict(zip(notes["note_id"], notes["text"]))
+    assert got["n1"] == note[:45] + "  " + note[47:]
+    assert got["m1"] == "Clear"
