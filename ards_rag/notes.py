@@ -88,8 +88,10 @@ _MISSING = frozenset({"", "nan", "na", "n/a", "<na>", "none", "null"})
 
 # A note marker: "Note <k>:" at the start of the string or after whitespace, a literal "\n"
 # (two characters, as in the course data) or sentence punctuation, so that "Note 12:" glued to
-# a word or a number is never a boundary.
-_MARKER = re.compile(r"(?:^|(?<=\s)|(?<=\\n)|(?<=\\r)|(?<=\\t)|(?<=[.;,)\]]))Note\s+(\d+)\s*:")
+# a word or a number ("xNote 2:") is never a boundary, nor is a clock time ("Note 9:30").
+_MARKER = re.compile(
+    r"(?:^|(?<=\s)|(?<=\\n)|(?<=\\r)|(?<=\\t)|(?<=[.;,)\]]))Note\s+(\d+)\s*:(?!\d)"
+)
 _PATIENT_START = re.compile(r"^\s*Note\s+1\s*:")
 _LITERAL_NEWLINE = re.compile(r"\\r\\n|\\n|\\r")
 
@@ -330,6 +332,9 @@ class _Source:
         if self.kind == "csv":
             try:
                 head = pd.read_csv(p, nrows=0, encoding="utf-8", encoding_errors="strict")
+                # A first data row longer than the header would silently become the index (or
+                # be cut); with header=None pandas reports it like any later ragged row.
+                pd.read_csv(p, header=None, nrows=2, dtype=str, na_filter=False)
             except UnicodeDecodeError:
                 raise _encoding_error(p) from None
             except pd.errors.EmptyDataError:
@@ -368,9 +373,11 @@ class _Source:
         p = self.path
         start = 0
         try:
+            # No usecols: with it pandas silently drops the extra fields of a ragged row (a
+            # note with an unquoted comma); the unused columns are dropped chunk by chunk.
             reader = pd.read_csv(
                 p,
-                usecols=usecols,
+                index_col=False,
                 dtype=str,
                 na_filter=False,  # every cell a string, "" when empty: no NaN guessing
                 chunksize=self.chunksize,
@@ -379,6 +386,7 @@ class _Source:
             )
             with reader:
                 for chunk in reader:
+                    chunk = chunk[usecols]
                     chunk["_row"] = np.arange(start + 1, start + 1 + len(chunk), dtype=np.int64)
                     start += len(chunk)
                     yield chunk.reset_index(drop=True)
