@@ -901,13 +901,12 @@ def text_baselines(texts: pd.Series, split_df: pd.DataFrame, split: str = "test"
     return out
 
 
-_TIME_KEYS = {"created", "updated", "modified", "time", "timestamp", "date", "elapsed_s",
-              "build_seconds", "index_dir", "path"}
-
-
 def _same_manifest(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    def core(m: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in m.items() if k not in _TIME_KEYS}
+    """Whether two index manifests describe the same passages: same embedder and chunking.
+    (Counts and source hashes change when patients are added, which keeps old splits valid.)"""
+    def core(m: dict[str, Any]) -> tuple[Any, Any]:
+        emb = m.get("embedder") or {}
+        return (emb.get("name"), emb.get("dimension")), m.get("chunking")
 
     return core(a) == core(b)
 
@@ -917,7 +916,7 @@ def sibling_baselines(run_dir: str | Path, split: str = "test",
                                                                       list[str]]:
     """The zero-shot and truncated-context runs beside ``run_dir`` (same parent folder), as
     baselines: only runs with the same ``split`` patients and labels and, where both runs record
-    one, the same index manifest. A matching run with ``metrics.json`` for ``split`` gives its
+    one, the same embedder and chunking in the index manifest. A matching run with ``metrics.json`` for ``split`` gives its
     model metrics; one without gives a remark saying how to evaluate it. Returns
     ``(baselines, remarks)``."""
     run = Path(run_dir).resolve()
@@ -1103,11 +1102,16 @@ class Evaluator:
 
     @staticmethod
     def patient_texts(index: Any) -> pd.Series:
-        """Each patient's whole notes (patient id -> text), rebuilt from the index's passages."""
+        """Each patient's whole notes (patient id -> text), from the index's notes (or rebuilt
+        from its passages for an in-memory index that keeps none)."""
+        from .errors import IndexStoreError
         from .notes import patient_texts
 
-        passages = index.passages
-        return patient_texts(notes_from_passages(passages))
+        try:
+            notes = index.notes()
+        except IndexStoreError:
+            notes = notes_from_passages(index.passages)
+        return patient_texts(notes)
 
     def summary(self) -> str:
         """The short table of :func:`format_table` for the last :meth:`run`."""

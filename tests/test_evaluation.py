@@ -286,7 +286,9 @@ def _make_run(path: Path, *, zero_shot: bool = False, strategy: str = "retrieval
     (path / "summary.json").write_text(json.dumps({"zero_shot": zero_shot}))
     (path / "threshold.json").write_text(json.dumps(
         {"threshold": 0.4, "chosen_on": "validation", "rule": "best F1"}))
-    (path / "index_manifest.json").write_text(json.dumps(manifest or {"source_sha256": "abc"}))
+    (path / "index_manifest.json").write_text(json.dumps(manifest or {
+        "embedder": {"name": "minilm", "dimension": 384}, "chunking": {"max_tokens": 128},
+        "counts": {"patients": len(test_ids) + 4}}))
     if metrics_split:
         m = binary_metrics([1, 0, 1, 0], [0.9, 0.2, 0.3, 0.1], 0.25)
         (path / "metrics.json").write_text(json.dumps({"split": metrics_split, "model": m}))
@@ -318,7 +320,8 @@ def test_sibling_baselines_match_split_index_and_kind(tmp_path: Path) -> None:
     _make_run(runs / "other_split", strategy="truncate", test_ids=("A", "B", "C", "E"),
               metrics_split="test")
     _make_run(runs / "other_index", zero_shot=True, metrics_split="test",
-              manifest={"source_sha256": "zzz"})
+              manifest={"embedder": {"name": "minilm", "dimension": 384},
+                                         "chunking": {"max_tokens": 96}})
     _make_run(runs / "plain", metrics_split="test")  # another retrieval fine-tune: not a baseline
     found, remarks = sibling_baselines(me, "test")
     assert list(found) == ["zero-shot run (zs)"]
