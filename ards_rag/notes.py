@@ -882,13 +882,31 @@ def _patient_labels(
 # --- entry point ---------------------------------------------------------------------------
 
 
-def _looks_like_patient_layout(texts: pd.Series) -> bool:
-    texts = _as_str(texts)
-    nonblank = texts[~_is_blank(texts)]
-    if nonblank.empty:
-        return False
-    starts = nonblank.str.contains(_PATIENT_START, regex=True)
-    return bool(starts.mean() > 0.5)
+DETECT_TEXTS = 100  # non-empty texts looked at to tell the patient layout from the long one
+
+
+def _looks_like_patient_layout(texts: list[pd.Series]) -> bool:
+    """Most of the first ``DETECT_TEXTS`` non-empty texts start with ``Note 1:``."""
+    seen = 0
+    starts = 0
+    for chunk in texts:
+        chunk = _as_str(chunk)
+        nonblank = chunk[~_is_blank(chunk)].iloc[: DETECT_TEXTS - seen]
+        seen += len(nonblank)
+        starts += int(nonblank.str.contains(_PATIENT_START, regex=True).sum())
+        if seen >= DETECT_TEXTS:
+            break
+    return seen > 0 and starts * 2 > seen
+
+
+def _detect(cols: dict[str, str], texts: list[pd.Series]) -> str:
+    if "note_id" not in cols and _looks_like_patient_layout(texts):
+        return "patient"
+    return "long"
+
+
+def _count_nonblank(texts: pd.Series) -> int:
+    return int((~_is_blank(_as_str(texts))).sum())
 
 
 def load_notes(
@@ -946,17 +964,28 @@ def load_notes(
     usecols = list(dict.fromkeys(cols.values()))
     collector = _Collector(src, cols)
 
-    layout = fmt
-    for chunk in src.chunks(usecols):
-        if layout == "auto":
-            if "note_id" not in cols and _looks_like_patient_layout(chunk[cols["text"]]):
-                layout = "patient"
+    layout: str = fmt
+    pending: list[pd.DataFrame] = []  # chunks read before the layout is known (fmt="auto")
+    seen = 0
+
+    def feed(parts: list[pd.DataFrame]) -> None:
+        for part in parts:
+            if layout == "patient":
+                collector.add_patient(part)
             else:
-                layout = "long"
-        if layout == "patient":
-            collector.add_patient(chunk)
-        else:
-            collector.add_long(chunk)
-    if layout == "auto":
-        layout = "long"
+                collector.add_long(part)
+
+    for chunk in src.chunks(usecols):
+        if layout != "auto":
+            feed([chunk])
+            continue
+        pending.append(chunk)
+        seen += _count_nonblank(chunk[cols["text"]])
+        if seen >= DETECT_TEXTS:
+            layout = _detect(cols, [c[cols["text"]] for c in pending])
+            feed(pending)
+            pending = []
+    if layout == "auto":  # fewer than DETECT_TEXTS non-empty texts in the whole file
+        layout = _detect(cols, [c[cols["text"]] for c in pending])
+        feed(pending)
     return _assemble(src, collector, layout)

@@ -396,12 +396,14 @@ def test_chunked_reading_matches_whole_reading(tmp_path: Path, chunksize: int) -
         for rec in df.to_dict(orient="records"):
             fh.write(json.dumps(rec) + "\n")
     t1, _ = course_text(31)
-    pd.DataFrame(
-        {"patient_id": ["a", "b", "c"], "text": [t1, "Note 1: x", t1], "label": ["1", "", "0"]}
+    pd.DataFrame(  # a blank first row must not decide the layout of a 1-row chunk
+        {"patient_id": ["z", "a", "b", "c"], "text": ["", t1, "Note 1: x", t1],
+         "label": ["", "1", "", "0"]}
     ).to_csv(tmp_path / "p.csv", index=False)
     for name in ("n.csv", "n.parquet", "n.jsonl", "p.csv"):
         whole = load_notes(tmp_path / name, chunksize=10_000)
         _same(whole, load_notes(tmp_path / name, chunksize=chunksize))
+    assert load_notes(tmp_path / "p.csv", chunksize=chunksize).summary.layout == "patient"
     assert load_notes(tmp_path / "n.csv", chunksize=chunksize).summary.duplicates_dropped == 1
 
 
