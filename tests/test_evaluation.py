@@ -344,3 +344,54 @@ def test_notes_from_passages_rebuilds_overlapping_slices() -> None:
     got = dict(zip(notes["note_id"], notes["text"]))
     assert got["n1"] == note[:45] + "  " + note[47:]
     assert got["m1"] == "Clear"
+
+
+# --- text baselines on a small synthetic cohort ----------------------------------------------
+
+from ards_rag.evaluation import KEYWORD_RULE, TFIDF_LR, text_baselines  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cohort_texts() -> tuple[pd.Series, pd.DataFrame]:
+    from ards_rag.notes import patient_texts
+    from ards_rag.synthetic import generate_cohort
+
+    notes, _ = generate_cohort(80, seed=3, prevalence=0.4)
+    notes = notes.assign(note_seq=notes.groupby("patient_id").cumcount())
+    texts = patient_texts(notes)
+    labels = notes.groupby("patient_id")["label"].first().eq("true")
+    ids = sorted(labels.index)
+    split = ["train" if i % 5 < 3 else ("validation" if i % 5 == 3 else "test")
+             for i in range(len(ids))]
+    split_df = pd.DataFrame({"patient_id": ids, "split": split,
+                             "label": pd.array(labels.loc[ids].tolist(), dtype="boolean")})
+    return texts, split_df
+
+
+def test_text_baselines_fit_on_train_cut_on_validation(
+        cohort_texts: tuple[pd.Series, pd.DataFrame]) -> None:
+    from ards_rag.baselines import tfidf_lr
+
+    texts, split_df = cohort_texts
+    out = text_baselines(texts, split_df, "test", seed=0)
+    assert list(out) == [KEYWORD_RULE, TFIDF_LR]
+    test = split_df[split_df["split"] == "test"]
+    for entry in out.values():
+        assert entry["n"] == len(test) == 16
+        assert entry["n_positive"] == int(test["label"].sum())
+        assert entry["curve"]["y"] == test["label"].astype(bool).tolist()
+    assert out[KEYWORD_RULE]["threshold"] == 0.5
+    # The TF-IDF cut is the best-F1 cut of its validation scores (never the test patients').
+    train = split_df[split_df["split"] == "train"]
+    val = split_df[split_df["split"] == "validation"]
+    p_val = tfidf_lr(texts.loc[train["patient_id"]].tolist(), train["label"].astype(bool),
+                     texts.loc[val["patient_id"]].tolist(), seed=0)
+    assert out[TFIDF_LR]["threshold"] == pytest.approx(
+        best_f1_threshold(val["label"].astype(bool), p_val))
+    assert out[TFIDF_LR]["auroc"] > 0.6  # labels aligned with texts: far from chance
+
+
+def test_text_baselines_missing_patient(cohort_texts: tuple[pd.Series, pd.DataFrame]) -> None:
+    texts, split_df = cohort_texts
+    with pytest.raises(RunError, match="no notes in the index"):
+        text_baselines(texts.drop(split_df["patient_id"].iloc[0]), split_df, "test")
