@@ -620,7 +620,7 @@ class _Collector:
         self.cols = cols
         self.parts: list[pd.DataFrame] = []
         self.label_parts: list[pd.DataFrame] = []
-        self.all_patients: list[np.ndarray] = []
+        self.all_patients: list[pd.Series] = []  # unique patient ids of each chunk
         self.rows_read = 0
         self.empty_skipped = 0
 
@@ -653,7 +653,7 @@ class _Collector:
             self.label_parts.append(
                 pd.DataFrame(
                     {
-                        "patient_id": pid[keep].to_numpy(),
+                        "patient_id": pid[keep].reset_index(drop=True),
                         "label": labels[keep].astype(bool).to_numpy(),
                         "_row": chunk["_row"].to_numpy()[keep],
                     }
@@ -674,7 +674,7 @@ class _Collector:
         blank = _is_blank(text)
         self.empty_skipped += int(blank.sum())
         keep = ~blank
-        self.all_patients.append(pid.to_numpy())
+        self.all_patients.append(pd.Series(pid.unique()))
         out = pd.DataFrame({"patient_id": pid[keep], "text": text[keep]})
         out["note_id"] = (
             _as_str(chunk[c["note_id"]])[keep].str.strip() if "note_id" in c else ""
@@ -703,7 +703,7 @@ class _Collector:
         self.rows_read += len(chunk)
         pid = self._patients(chunk)
         self._labels(chunk, pid)
-        self.all_patients.append(pid.to_numpy())
+        self.all_patients.append(pd.Series(pid.unique()))
         texts = _as_str(chunk[c["text"]])
         rows = chunk["_row"].to_numpy()
         p_out: list[str] = []
@@ -870,8 +870,8 @@ def _patient_labels(
             )
         known = agg["min"].reindex(patients)
         label = known.astype("boolean")
-    all_patients = pd.unique(np.concatenate(col.all_patients)) if col.all_patients else []
-    without = len(all_patients) - len(patients)
+    n_all = pd.concat(col.all_patients).nunique() if col.all_patients else 0
+    without = n_all - len(patients)
     labels = pd.DataFrame(
         {"patient_id": pd.Series(patients, dtype="str"), "label": label.to_numpy()}
     )

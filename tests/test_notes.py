@@ -542,3 +542,17 @@ def test_summary_describe_has_counts_and_no_note_text(radiology_csv: Path) -> No
     for note in table.notes["text"]:
         for word in re.findall(r"[A-Za-z]{5,}", note):
             assert word not in text
+
+
+def test_labels_on_empty_note_rows_count_and_noteless_patients_are_left_out(
+    tmp_path: Path,
+) -> None:
+    path = write_csv_text(
+        tmp_path / "n.csv", "patient_id,text,label\np1,a,\np1, ,true\np2,,false\np3,c,no\n"
+    )
+    table = load_notes(path)
+    assert table.labels["patient_id"].tolist() == ["p1", "p3"]
+    assert table.labels["label"].tolist() == [True, False]
+    assert table.summary.patients_without_notes == 1
+    assert table.summary.empty_skipped == 2
+    assert "1 patients without any note ignored" in table.summary.describe()
