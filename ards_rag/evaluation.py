@@ -269,6 +269,49 @@ def bootstrap_ci(y_true: Sequence[Any] | np.ndarray, p: Sequence[float] | np.nda
     return out
 
 
+def paired_bootstrap_delta(y_true: Sequence[Any] | np.ndarray, p_model: Sequence[float] | np.ndarray,
+                           t_model: float, p_other: Sequence[float] | np.ndarray, t_other: float,
+                           n_boot: int = 1000, seed: int = 0,
+                           level: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Model minus another system on the same patients, for F1 (each at its own threshold) and
+    AUROC: the observed difference, a percentile interval from resampling patients (both systems
+    on the same resample) and the share of resamples where the model is not better. An interval
+    above 0 means the model is better on this split beyond resampling noise."""
+    y, a = _as_arrays(y_true, p_model)
+    _, b = _as_arrays(y_true, p_other)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
+    alpha = (1 - level) / 2
+    out: dict[str, dict[str, Any]] = {}
+
+    def f1_of(yb: np.ndarray, sb: np.ndarray, t: float) -> np.ndarray:
+        pred = sb >= t
+        tp = (pred & yb).sum(-1)
+        den = 2 * tp + (pred & ~yb).sum(-1) + (~pred & yb).sum(-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, 2 * tp / den, np.nan)
+
+    observed_f1 = float(f1_of(y, a, t_model) - f1_of(y, b, t_other))
+    d = f1_of(y[idx], a[idx], t_model) - f1_of(y[idx], b[idx], t_other)
+    deltas = {"f1": (observed_f1, d)}
+    au_a, au_b = auroc(y, a), auroc(y, b)
+    if au_a is not None and au_b is not None:
+        d = np.array([
+            (x - z) if (x := auroc(y[i], a[i])) is not None and (z := auroc(y[i], b[i])) is not None
+            else np.nan for i in idx
+        ])
+        deltas["auroc"] = (au_a - au_b, d)
+    for name, (observed, d) in deltas.items():
+        d = d[np.isfinite(d)]
+        ok = len(d) >= n_boot / 2
+        out[name] = {
+            "delta": observed,
+            "ci95": [float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha))] if ok else None,
+            "p_not_better": float(np.mean(d <= 0)) if ok else None,
+        }
+    return out
+
+
 # --- tables ----------------------------------------------------------------------------------
 
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -538,15 +581,38 @@ def prepare_predictions(predictions: pd.DataFrame, threshold: float) -> pd.DataF
 
 
 def baseline_entry(y_true: Sequence[Any] | np.ndarray, p: Sequence[float] | np.ndarray,
-                   threshold: float, description: str) -> dict[str, Any]:
+                   threshold: float, description: str,
+                   patient_ids: Sequence[str] | None = None) -> dict[str, Any]:
     """A baseline for :func:`write_evaluation`: its metrics at ``threshold``, a one-line
     description (how it was trained and its threshold chosen) and its scores, which the ROC and
-    precision-recall plots draw beside the model's."""
+    precision-recall plots draw beside the model's. With ``patient_ids`` (same order as the
+    scores) the report also compares it with the model patient by patient (paired bootstrap)."""
     y, s = _as_arrays(y_true, p)
     entry = binary_metrics(y, s, threshold)
     entry["description"] = description
     entry["curve"] = {"y": y.tolist(), "p": s.tolist()}
+    if patient_ids is not None:
+        entry["curve"]["patient_id"] = [str(x) for x in patient_ids]
     return entry
+
+
+def _comparisons(frame: pd.DataFrame, threshold: float, baselines: dict[str, dict[str, Any]],
+                 n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Paired model-minus-baseline differences for the baselines scored on the same patients."""
+    out: dict[str, dict[str, Any]] = {}
+    by_id = frame.set_index("patient_id")
+    for name, entry in baselines.items():
+        curve = entry.get("curve") or {}
+        ids = curve.get("patient_id")
+        if not ids or set(ids) != set(by_id.index) or len(ids) != len(by_id):
+            continue
+        sub = by_id.loc[ids]
+        if sub["label"].tolist() != [bool(v) for v in curve["y"]]:
+            continue
+        out[name] = paired_bootstrap_delta(
+            sub["label"].to_numpy(dtype=bool), sub["probability"].to_numpy(dtype=float),
+            threshold, curve["p"], float(entry["threshold"]), n_boot=n_boot, seed=seed)
+    return out
 
 
 def write_evaluation(
@@ -585,6 +651,8 @@ def write_evaluation(
     s = frame["probability"].to_numpy(dtype=float)
     model = binary_metrics(y, s, threshold)
     ci = bootstrap_ci(y, s, threshold, n_boot=n_bootstrap, seed=seed) if n_bootstrap else {}
+    comparisons = (_comparisons(frame, threshold, baselines, n_bootstrap, seed)
+                   if n_bootstrap else {})
     metrics: dict[str, Any] = {
         "split": split,
         "primary_metric": "f1",
@@ -594,6 +662,7 @@ def write_evaluation(
         "model": model,
         "ci95": ci,
         "n_bootstrap": n_bootstrap,
+        "comparisons": comparisons,
         "baselines": {name: {k: v for k, v in entry.items() if k != "curve"}
                       for name, entry in baselines.items()},
         "run": run_info or {},
@@ -695,6 +764,20 @@ def render_report(metrics: dict[str, Any], frame: pd.DataFrame,
               for note in b.get("notes", [])]
     if notes:
         lines += ["Undefined values:", ""] + [f"- {note}" for note in notes] + [""]
+    comparisons = metrics.get("comparisons") or {}
+    if comparisons:
+        lines += ["Model minus baseline on the same patients (paired bootstrap, 95% interval; "
+                  "an interval above 0 means the model is better beyond resampling noise):", ""]
+        for name, comp in comparisons.items():
+            parts = []
+            for key, label in (("f1", "F1"), ("auroc", "AUROC")):
+                c = comp.get(key)
+                if c:
+                    rng = (f" ({c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f})" if c.get("ci95")
+                           else "")
+                    parts.append(f"{label} {c['delta']:+.3f}{rng}")
+            lines.append(f"- vs **{name}**: {', '.join(parts)}")
+        lines.append("")
     if metrics.get("remarks"):
         lines += ["Remarks:", ""] + [f"- {r}" for r in metrics["remarks"]] + [""]
     c = m["confusion"]
@@ -879,6 +962,7 @@ def text_baselines(texts: pd.Series, split_df: pd.DataFrame, split: str = "test"
     out[KEYWORD_RULE] = baseline_entry(
         y_eval, kw_eval, 0.5,
         "predicts ARDS when any note mentions ARDS / acute respiratory distress (no training)",
+        patient_ids=target["patient_id"].tolist(),
     )
 
     train = parts["train"]
@@ -896,6 +980,7 @@ def text_baselines(texts: pd.Series, split_df: pd.DataFrame, split: str = "test"
             y_eval, p_eval, t_lr,
             f"TF-IDF of all notes + logistic regression fitted on the run's {len(train)} train "
             f"patients; cut chosen on {where if len(val) else 'nothing: 0.5'} by best F1",
+            patient_ids=target["patient_id"].tolist(),
         )
     return out
 

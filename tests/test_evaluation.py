@@ -185,7 +185,8 @@ def _toy_evidence() -> dict[str, list[dict[str, object]]]:
 
 
 def test_write_evaluation_files_metrics_and_report(tmp_path: Path) -> None:
-    rule = baseline_entry(TOY_Y, [1, 0, 0, 1, 1, 0, 0, 0], 0.5, "keyword rule, fixed cut 0.5")
+    rule = baseline_entry(TOY_Y, [1, 0, 0, 1, 1, 0, 0, 0], 0.5, "keyword rule, fixed cut 0.5",
+                          patient_ids=TOY_IDS)
     other = binary_metrics(TOY_Y, [0.6, 0.4, 0.3, 0.7, 0.2, 0.1, 0.3, 0.2], 0.5)
     metrics = write_evaluation(
         tmp_path, _toy_frame(), 0.5, baselines={"keyword rule": rule, "zero-shot run": other},
@@ -225,6 +226,12 @@ def test_write_evaluation_files_metrics_and_report(tmp_path: Path) -> None:
     assert "| keyword rule |" in report and "| zero-shot run |" in report
     for name in PLOT_FILES.values():
         assert f"]({name})" in report
+    # Paired comparison only where the baseline's per-patient scores are known.
+    assert list(saved["comparisons"]) == ["keyword rule"]
+    comp = saved["comparisons"]["keyword rule"]
+    assert comp["f1"]["delta"] == pytest.approx(2 / 3 - 4 / 7)
+    assert comp["auroc"]["delta"] == pytest.approx(0.78125 - 0.625)
+    assert "- vs **keyword rule**: F1 +0.095" in report
 
 
 def test_write_evaluation_rejects_prediction_that_disagrees_with_threshold(
@@ -395,3 +402,19 @@ def test_text_baselines_missing_patient(cohort_texts: tuple[pd.Series, pd.DataFr
     texts, split_df = cohort_texts
     with pytest.raises(RunError, match="no notes in the index"):
         text_baselines(texts.drop(split_df["patient_id"].iloc[0]), split_df, "test")
+
+
+def test_paired_bootstrap_delta() -> None:
+    from ards_rag.evaluation import paired_bootstrap_delta
+
+    rng = np.random.default_rng(2)
+    y = rng.random(120) < 0.4
+    good = np.clip(y * 0.6 + rng.random(120) * 0.4, 0, 1)
+    noise = rng.random(120)
+    same = paired_bootstrap_delta(y, good, 0.5, good, 0.5, n_boot=300)
+    assert same["f1"]["delta"] == 0 and same["f1"]["ci95"] == [0.0, 0.0]
+    assert same["auroc"]["p_not_better"] == 1.0
+    better = paired_bootstrap_delta(y, good, 0.5, noise, 0.5, n_boot=300)
+    assert better["auroc"]["delta"] == pytest.approx(auroc(y, good) - auroc(y, noise))
+    assert better["auroc"]["ci95"][0] > 0 and better["f1"]["ci95"][0] > 0
+    assert better["auroc"]["p_not_better"] == 0.0
