@@ -1123,19 +1123,17 @@ class Evaluator:
         return predict_patients(self.run_dir, index, patient_ids, **kwargs)
 
     def evidence(self, index: Any, patient_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-        """The passages the model read for each of ``patient_ids``, strongest first (rebuilt
-        with the run's own retrieval settings)."""
+        """The passages the model read for each of ``patient_ids``, strongest first, rebuilt
+        with the run's own retrieval settings (``config.yaml``) and the LLM's tokenizer."""
         if not patient_ids:
             return {}
-        from .retrieval import open_retriever
+        from .models import load_tokenizer
+        from .retrieval import Retriever
 
         cfg = _read_run_config(self.run_dir)
-        retriever = open_retriever(index, cfg)
-        out: dict[str, list[dict[str, Any]]] = {}
-        for pid in patient_ids:
-            ctx = retriever.context(pid)
-            out[pid] = [dict(p) for p in ctx.passages]
-        return out
+        retriever = Retriever(index, cfg, load_tokenizer(cfg))
+        return {ctx.patient_id: [dict(p) for p in ctx.passages]
+                for ctx in retriever.contexts(patient_ids)}
 
     def run(self) -> dict[str, Any]:
         """Score the split, compute every metric and baseline, write the files; return the
