@@ -10,6 +10,7 @@ and the size of the resulting table.
     .venv/bin/python benchmarks/ingest_memory.py                 # full size, temp dir, deleted
     .venv/bin/python benchmarks/ingest_memory.py --notes 50000   # quick run
     .venv/bin/python benchmarks/ingest_memory.py --path /tmp/radiology.csv --keep
+    .venv/bin/python benchmarks/ingest_memory.py --shuffle   # rows in random order: worst case
 
 Generated data is written to a temporary folder (or --path) and never into the repository.
 """
@@ -104,8 +105,14 @@ def report_pool(n: int, rng: np.random.Generator, mean_chars: int = 1100) -> lis
     return pool
 
 
-def generate(path: Path, n_notes: int, seed: int = 0, chunk: int = 200_000) -> None:
-    """Write a radiology.csv-shaped file of ``n_notes`` notes (about 10 per patient)."""
+def generate(
+    path: Path, n_notes: int, seed: int = 0, chunk: int = 200_000, shuffle: bool = False
+) -> None:
+    """Write a radiology.csv-shaped file of ``n_notes`` notes (about 10 per patient).
+
+    ``shuffle``: rows in random order (patients interleaved), so that loading must reorder every
+    note (the worst case for memory); otherwise rows come sorted like the real table.
+    """
     rng = np.random.default_rng(seed)
     pool = np.array(report_pool(20_000, rng), dtype=object)
     # notes per patient: long-tailed, mean about 10
@@ -119,14 +126,17 @@ def generate(path: Path, n_notes: int, seed: int = 0, chunk: int = 200_000) -> N
     subject = np.repeat(10_000_032 + np.arange(len(counts)) * 7, counts)
     seq = np.arange(n_notes) - np.repeat(np.cumsum(counts) - counts, counts) + 1
     base = np.datetime64("2180-01-01T00:00:00") + rng.integers(0, 40 * 365 * 86400, len(counts))
+    chart = np.repeat(base, counts) + (seq * 86400 * 0.7).astype("timedelta64[s]")
+    text_idx = rng.integers(0, len(pool), n_notes)
+    order = rng.permutation(n_notes) if shuffle else np.arange(n_notes)
     first = True
     for start in range(0, n_notes, chunk):
-        sl = slice(start, min(start + chunk, n_notes))
-        m = sl.stop - sl.start
-        subj = subject[sl]
-        sq = seq[sl]
-        chart = np.repeat(base, counts)[sl] + (sq * 86400 * 0.7).astype("timedelta64[s]")
-        store = chart + rng.integers(600, 7200, m).astype("timedelta64[s]")
+        rows = order[start : start + chunk]
+        m = len(rows)
+        subj = subject[rows]
+        sq = seq[rows]
+        ct = chart[rows]
+        store = ct + rng.integers(600, 7200, m).astype("timedelta64[s]")
         hadm = 20_000_000 + subj % 9_999_991
         df = pd.DataFrame(
             {
@@ -135,9 +145,9 @@ def generate(path: Path, n_notes: int, seed: int = 0, chunk: int = 200_000) -> N
                 "hadm_id": np.where(rng.random(m) < 0.1, "", hadm.astype(str)),
                 "note_type": np.where(rng.random(m) < 0.03, "AR", "RR"),
                 "note_seq": sq,
-                "charttime": pd.Series(chart).dt.strftime("%Y-%m-%d %H:%M:%S"),
+                "charttime": pd.Series(ct).dt.strftime("%Y-%m-%d %H:%M:%S"),
                 "storetime": pd.Series(store).dt.strftime("%Y-%m-%d %H:%M:%S"),
-                "text": pool[rng.integers(0, len(pool), m)],
+                "text": pool[text_idx[rows]],
             }
         )
         df.to_csv(path, mode="w" if first else "a", header=first, index=False)
@@ -197,10 +207,13 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the generated file")
     ap.add_argument("--chunksize", type=int, default=20_000, help="rows per chunk read")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--shuffle", action="store_true", help="rows in random order (every note is reordered)"
+    )
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.generate_only:
-        generate(args.path, args.notes, seed=args.seed)
+        generate(args.path, args.notes, seed=args.seed, shuffle=args.shuffle)
         return
 
     tmp: Path | None = None
@@ -214,7 +227,8 @@ def main() -> None:
             # in a child process, so that this process stays small (see LOADER)
             subprocess.run(
                 [sys.executable, __file__, "--generate-only", "--path", str(path),
-                 "--notes", str(args.notes), "--seed", str(args.seed)],
+                 "--notes", str(args.notes), "--seed", str(args.seed)]
+                + (["--shuffle"] if args.shuffle else []),
                 check=True,
             )
             print(f"generated {path} ({args.notes:,} notes) in {time.perf_counter() - t:.0f} s")
