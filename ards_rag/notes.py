@@ -744,9 +744,15 @@ def _charttime_key(src: _Source, df: pd.DataFrame) -> tuple[pd.Series, np.ndarra
     present = (raw != "").to_numpy()
     if not present.any():
         return raw, np.zeros(len(df), dtype=np.int64)
-    parsed = pd.to_datetime(raw.where(present), errors="coerce", format="ISO8601")
-    if getattr(parsed.dtype, "tz", None) is not None:
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    try:
+        # utc=True: times with offsets are converted to UTC, naive ones are kept as they are
+        parsed = pd.to_datetime(raw.where(present), errors="coerce", format="ISO8601", utc=True)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InputError(
+            f"{src.path}: charttime cannot be read as date/times ({_first_line(exc)}); "
+            "write times as YYYY-MM-DD HH:MM:SS"
+        ) from None
+    parsed = parsed.dt.tz_localize(None)
     bad = parsed.isna().to_numpy() & present
     if bad.any():
         rows = df["_row"].to_numpy()[bad]

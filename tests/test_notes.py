@@ -147,6 +147,13 @@ def test_mixed_charttime_formats_sort_by_time(tmp_path: Path) -> None:
     notes = load_notes(path).notes
     assert notes["text"].tolist() == ["earlier", "later"]
     assert notes["charttime"].tolist() == ["2180-05-07 08:00:00", "2180-05-07 09:00:00"]
+    zoned = write_csv_text(
+        tmp_path / "z.csv",
+        "patient_id,charttime,text\np,2180-05-07T09:00:00+02:00,first\np,2180-05-07 08:00Z,second\n",
+    )
+    notes = load_notes(zoned).notes  # offsets are converted to UTC
+    assert notes["text"].tolist() == ["first", "second"]
+    assert notes["charttime"].tolist() == ["2180-05-07 07:00:00", "2180-05-07 08:00:00"]
 
 
 def test_identical_duplicates_are_dropped_with_a_count(radiology_csv: Path) -> None:
