@@ -198,8 +198,11 @@ def chunk_notes_with_ids(
             if ids.size == 0:
                 continue
             offs = np.asarray(enc["offset_mapping"][j], dtype=np.int64).reshape(-1, 2)
-            for sec, a, b in _note_spans(text, offs, params, budget):
+            for sec, a, b, hard in _note_spans(text, offs, params, budget):
                 cs, ce = int(offs[a, 0]), int(offs[b - 1, 1])
+                while hard and b - a > 1 and _n_tokens(tokenizer, text[cs:ce]) > budget:
+                    b -= 1
+                    ce = int(offs[b - 1, 1])
                 cols["row"].append(b0 + j)
                 cols["section"].append(sec)
                 cols["char_start"].append(cs)
@@ -228,6 +231,13 @@ def chunk_notes_with_ids(
     return out, all_ids
 
 
+def _n_tokens(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+
+_ASCII_ALNUM = np.array([chr(i).isalnum() for i in range(128)], dtype=bool)
+
+
 def _col(df: pd.DataFrame, name: str, default: Any) -> pd.Series:
     if name in df.columns:
         return df[name]
@@ -236,8 +246,8 @@ def _col(df: pd.DataFrame, name: str, default: Any) -> pd.Series:
 
 def _note_spans(
     text: str, offs: np.ndarray, params: ChunkParams, budget: int
-) -> list[tuple[str, int, int]]:
-    """Token spans ``(section, first, end)`` of one note."""
+) -> list[tuple[str, int, int, bool]]:
+    """Token spans ``(section, first, end, cut_inside_a_word)`` of one note."""
     starts = offs[:, 0]
     n = len(starts)
     sections = find_sections(text)
@@ -266,24 +276,40 @@ def _note_spans(
         word_tok[1:n] = starts[1:] > offs[:-1, 1]
         sent_tok[n] = True
         word_tok |= sent_tok
+        # Else a boundary between a letter/digit run and punctuation ("opacity-opacity").
+        cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        alnum = (cp >= 128) | _ASCII_ALNUM[np.minimum(cp, 127)]
+        punct_tok = np.ones(n + 1, dtype=bool)
+        if n > 1:
+            punct_tok[1:n] = ~alnum[starts[1:]] | ~alnum[offs[:-1, 1] - 1]
+        punct_tok |= word_tok
         sent_idx = np.flatnonzero(sent_tok)
         word_idx = np.flatnonzero(word_tok)
-    spans: list[tuple[str, int, int]] = []
+        punct_idx = np.flatnonzero(punct_tok)
+    spans: list[tuple[str, int, int, bool]] = []
     for a, b, name in merged:
         if b - a <= budget:
-            spans.append((name, a, b))
+            spans.append((name, a, b, False))
             continue
         s = a
+        hard_start = False
         while True:
             if b - s <= budget:
-                spans.append((name, s, b))
+                spans.append((name, s, b, hard_start))
                 break
             hi = s + budget
             lo = s + budget // 2
-            end = _last_in(sent_idx, lo, hi) or _last_in(word_idx, lo, hi) or hi
-            spans.append((name, s, end))
+            end = _last_in(sent_idx, lo, hi) or _last_in(word_idx, lo, hi) or _last_in(punct_idx, lo, hi)
+            hard = end is None
+            end = end or hi
+            # A window cut inside a word may re-tokenize longer from its text: flag it for a check.
+            spans.append((name, s, end, hard or hard_start))
             ov_lo = max(s + 1, end - params.overlap_tokens)
-            nxt = _first_in(sent_idx, ov_lo, end) or _first_in(word_idx, ov_lo, end) or ov_lo
+            nxt = _first_in(sent_idx, ov_lo, end) or _first_in(word_idx, ov_lo, end) or _first_in(
+                punct_idx, ov_lo, end
+            )
+            hard_start = nxt is None if params.overlap_tokens else hard
+            nxt = nxt or ov_lo
             s = nxt if params.overlap_tokens else end
     return spans
 

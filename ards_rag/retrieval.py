@@ -1,0 +1,547 @@
+"""Per-patient ARDS ranking and context building.
+
+For each patient, every passage is scored against the configured queries (``retrieval.queries``,
+embedded once per :class:`Retriever`) by cosine similarity on the patient's own slice of the
+index (exact; see :meth:`ards_rag.index.NotesIndex.patient_scores`). The per-query scores are
+fused into one relevance score by ``retrieval.fusion``:
+
+- ``max`` (default): the best cosine over the queries. A passage matching any one ARDS facet
+  (bilateral opacities, intubation, ARDS named, ...) ranks high.
+- ``mean``: the mean cosine over all queries.
+- ``mean_top2``: the mean of a passage's two best query cosines.
+- ``rrf``: reciprocal-rank fusion within the patient, ``sum_q 1 / (60 + rank_q)``.
+
+``benchmarks/retrieval_quality.py`` compares them on a synthetic cohort (results in BENCHMARKS.md).
+With ``retrieval.reranker`` set to a local cross-encoder folder, the ``retrieval.candidates`` best
+passages are re-scored by it (max over queries) and re-ordered.
+
+Selection: passages in decreasing score; a passage is skipped when its cosine to one already
+chosen exceeds ``retrieval.dedup_threshold`` (copy-forward text), or when its block (header +
+text) no longer fits the token budget, which is measured in the LLM's tokenizer and includes the
+headers and separators; the final context is re-counted and never exceeds the budget. The chosen
+passages are then laid out in time order (note order, then position in the note), each under a
+header ``[Note 3 | 2180-05-02 | Radiology | IMPRESSION]``.
+
+``retrieval.strategy: truncate`` is the seed workflow instead: all of the patient's notes as
+``Note 1: ... Note 2: ...``, cut to the same budget (head kept; ``truncate_tail`` keeps the end).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import Config
+from .errors import ConfigError, ModelError
+from .index import NotesIndex
+
+FUSIONS = ("max", "mean", "mean_top2", "rrf")
+STRATEGIES = ("retrieval", "truncate", "truncate_tail")
+SEPARATOR = "\n\n"
+RRF_K = 60
+
+
+# ------------------------------------------------------------------------------ token counting
+
+
+class TokenCounter:
+    """Counts tokens in the LLM's tokenizer: a Hugging Face tokenizer or a ``count(text)`` callable.
+
+    Counts exclude special tokens (BOS/EOS belong to the prompt, whose overhead
+    ``prompt.context_budget`` already subtracts).
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        if isinstance(tokenizer, TokenCounter):
+            self._tok, self._fn = tokenizer._tok, tokenizer._fn
+            return
+        if hasattr(tokenizer, "encode") and hasattr(tokenizer, "__call__") and hasattr(tokenizer, "convert_ids_to_tokens"):
+            self._tok, self._fn = tokenizer, None
+        elif callable(tokenizer):
+            self._tok, self._fn = None, tokenizer
+        else:
+            raise ConfigError(f"tokenizer: expected a Hugging Face tokenizer or a callable, got {type(tokenizer).__name__}")
+
+    def count(self, text: str) -> int:
+        """Tokens of ``text``."""
+        if self._fn is not None:
+            return int(self._fn(text))
+        return len(self._tok(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text (one batched call for a HF tokenizer)."""
+        if not texts:
+            return []
+        if self._fn is not None:
+            return [int(self._fn(t)) for t in texts]
+        enc = self._tok(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        return [len(e) for e in enc]
+
+    def cut(self, text: str, budget: int, side: str = "head") -> str:
+        """The longest head (or tail) of ``text`` within ``budget`` tokens (cut at a token end)."""
+        if budget <= 0 or not text:
+            return ""
+        if self.count(text) <= budget:
+            return text
+        if self._tok is not None and getattr(self._tok, "is_fast", False):
+            offs = self._tok(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
+                "offset_mapping"
+            ]
+            guess = text[: offs[budget - 1][1]] if side == "head" else text[offs[-budget][0] :]
+            # Re-tokenizing a cut string can merge differently; shrink until it fits.
+            while guess and self.count(guess) > budget:
+                guess = guess[: -max(1, len(guess) // 200)] if side == "head" else guess[max(1, len(guess) // 200) :]
+            return guess
+        lo, hi = 0, len(text)  # binary search on characters: count() is monotone in length
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            part = text[:mid] if side == "head" else text[len(text) - mid :]
+            if self.count(part) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        return text[:lo] if side == "head" else text[len(text) - lo :]
+
+
+# ------------------------------------------------------------------------------- the context
+
+
+@dataclass
+class PatientContext:
+    """The context built for one patient (DESIGN.md contract).
+
+    ``passages``: dicts ``note_id, note_seq, charttime, note_type, section, score, text,
+    n_tokens`` (LLM tokens of the passage's block, header included), strongest first. For the
+    truncation strategies each included note (possibly cut) is one entry with ``score`` None.
+    """
+
+    patient_id: str
+    text: str
+    passages: list[dict[str, Any]]
+    context_tokens: int
+    budget: int
+    strategy: str
+    label: bool | None = None
+    n_candidates: int = 0  # passages (or notes) the patient has
+    dropped_duplicates: int = 0
+
+    @property
+    def note_ids(self) -> list[str]:
+        """Distinct note ids present in the context."""
+        return list(dict.fromkeys(p["note_id"] for p in self.passages))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-serializable (``retrieve --json``)."""
+        return {
+            "patient_id": self.patient_id,
+            "label": self.label,
+            "strategy": self.strategy,
+            "budget": self.budget,
+            "context_tokens": self.context_tokens,
+            "n_candidates": self.n_candidates,
+            "dropped_duplicates": self.dropped_duplicates,
+            "passages": self.passages,
+            "context": self.text,
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """The ``retrieve --all`` JSONL record: patient_id, context_tokens, passages."""
+        return {
+            "patient_id": self.patient_id,
+            "context_tokens": self.context_tokens,
+            "passages": [
+                {"note_id": p["note_id"], "score": p["score"], "section": p["section"], "text": p["text"]}
+                for p in self.passages
+            ],
+        }
+
+
+def passage_header(note_seq: int, charttime: str, note_type: str, section: str) -> str:
+    """``[Note 3 | 2180-05-02 | Radiology | IMPRESSION]`` (empty fields left out)."""
+    parts = [f"Note {int(note_seq) + 1}"]
+    if charttime:
+        parts.append(str(charttime)[:10])
+    if note_type:
+        parts.append(str(note_type))
+    if section:
+        parts.append(str(section))
+    return "[" + " | ".join(parts) + "]"
+
+
+def fuse(scores: np.ndarray, rule: str) -> np.ndarray:
+    """Fuse an ``(n_passages, n_queries)`` cosine matrix into one score per passage (module doc)."""
+    if scores.shape[0] == 0:
+        return np.zeros(0, dtype=np.float32)
+    if rule == "max":
+        return scores.max(axis=1)
+    if rule == "mean":
+        return scores.mean(axis=1)
+    if rule == "mean_top2":
+        k = min(2, scores.shape[1])
+        return -np.sort(-scores, axis=1)[:, :k].mean(axis=1)
+    if rule == "rrf":
+        ranks = (-scores).argsort(axis=0).argsort(axis=0) + 1
+        return (1.0 / (RRF_K + ranks)).sum(axis=1).astype(np.float32)
+    raise ConfigError(f"retrieval.fusion: {rule!r} is not one of {', '.join(FUSIONS)}")
+
+
+def select_passages(
+    rows: pd.DataFrame,
+    scores: np.ndarray,
+    vectors: np.ndarray | None,
+    budget: int,
+    counter: TokenCounter,
+    dedup_threshold: float | None = 0.95,
+    min_score: float | None = None,
+) -> tuple[str, list[dict[str, Any]], int, int]:
+    """Pick passages by score within ``budget`` LLM tokens; returns ``(text, chosen, tokens, dups)``.
+
+    ``rows``: the patient's passages (columns of ``passages.parquet``), ``scores`` and
+    ``vectors`` aligned with them (``vectors`` None: no de-duplication). ``chosen`` is strongest
+    first; ``text`` lays them out in time order with headers. Never exceeds ``budget``.
+    """
+    order = np.argsort(-scores, kind="stable")
+    if min_score is not None:
+        order = order[scores[order] >= min_score]
+    sep = counter.count(SEPARATOR) if budget > 0 else 0
+    seq = rows["note_seq"].to_numpy()
+    start = rows["char_start"].to_numpy()
+    texts = rows["text"].tolist()
+    headers = [
+        passage_header(s, c, t, sec)
+        for s, c, t, sec in zip(seq, rows["charttime"], rows["note_type"], rows["section"], strict=True)
+    ]
+    chosen: list[int] = []
+    block_tokens: dict[int, int] = {}
+    used = 0
+    dups = 0
+    batch = 16
+    pending = list(order)
+    while pending and budget - used > 0:
+        head, pending = pending[:batch], pending[batch:]
+        counts = counter.counts([f"{headers[i]}\n{texts[i]}" for i in head])
+        for i, n_tok in zip(head, counts, strict=True):
+            cost = n_tok + (sep if chosen else 0)
+            if cost > budget - used:
+                continue
+            if vectors is not None and chosen and dedup_threshold is not None:
+                if float((vectors[chosen] @ vectors[i]).max()) > dedup_threshold:
+                    dups += 1
+                    continue
+            chosen.append(int(i))
+            block_tokens[int(i)] = n_tok
+            used += cost
+        batch = min(batch * 2, 128)
+
+    def render(sel: list[int]) -> str:
+        in_time = sorted(sel, key=lambda i: (seq[i], start[i]))
+        return SEPARATOR.join(f"{headers[i]}\n{texts[i]}" for i in in_time)
+
+    text = render(chosen)
+    total = counter.count(text) if chosen else 0
+    # Token merges across block boundaries can make the whole differ from the sum; drop the
+    # weakest passages until the real count fits.
+    while total > budget and chosen:
+        chosen.pop()
+        text = render(chosen)
+        total = counter.count(text) if chosen else 0
+    out = []
+    for i in chosen:
+        r = rows.iloc[i]
+        out.append(
+            {
+                "note_id": str(r["note_id"]),
+                "note_seq": int(r["note_seq"]),
+                "charttime": str(r["charttime"]),
+                "note_type": str(r["note_type"]),
+                "section": str(r["section"]),
+                "score": round(float(scores[i]), 6),
+                "n_tokens": int(block_tokens[i]),
+                "text": texts[i],
+            }
+        )
+    return text, out, total, dups
+
+
+def truncate_context(
+    notes_of_patient: pd.DataFrame, budget: int, tokenizer: Any, side: str = "head"
+) -> tuple[str, list[dict[str, Any]], int]:
+    """The seed's context: all notes as ``Note 1: ... Note 2: ...`` cut to ``budget`` tokens.
+
+    ``notes_of_patient``: the patient's notes (``note_id``, ``text``; ordered by ``note_seq`` if
+    present). ``side="head"`` keeps the beginning, ``"tail"`` the end. Returns ``(text,
+    included, tokens)``: ``included`` lists each note with any part in the text (``text`` = that
+    part, ``score`` None).
+    """
+    counter = TokenCounter(tokenizer)
+    df = notes_of_patient
+    if "note_seq" in df.columns:
+        df = df.sort_values("note_seq", kind="stable")
+    pieces = [f"Note {k}: {str(t).strip()}" for k, t in enumerate(df["text"], start=1)]
+    full = " ".join(pieces)
+    cut = counter.cut(full, budget, side="head" if side == "head" else "tail")
+    # Which notes made it in (character spans of each piece in ``full``).
+    spans, pos = [], 0
+    for piece in pieces:
+        spans.append((pos, pos + len(piece)))
+        pos += len(piece) + 1
+    lo, hi = (0, len(cut)) if side == "head" else (len(full) - len(cut), len(full))
+    included = []
+    for (a, b), (_, r) in zip(spans, df.iterrows(), strict=True):
+        if b > lo and a < hi and cut:
+            part = full[max(a, lo) : min(b, hi)]
+            included.append(
+                {
+                    "note_id": str(r["note_id"]),
+                    "note_seq": int(r.get("note_seq", 0)),
+                    "charttime": str(r.get("charttime", "") or ""),
+                    "note_type": str(r.get("note_type", "") or ""),
+                    "section": "",
+                    "score": None,
+                    "n_tokens": counter.count(part),
+                    "text": part,
+                }
+            )
+    return cut, included, counter.count(cut) if cut else 0
+
+
+# -------------------------------------------------------------------------------- retriever
+
+
+class Retriever:
+    """Builds patients' contexts from an index (see module doc).
+
+    ``tokenizer``: the LLM's tokenizer (HF) or a ``count(text) -> int`` callable; ``budget``:
+    context tokens (default: ``retrieval.context_tokens`` if an integer, else
+    ``prompt.context_budget(cfg, tokenizer)``). The queries are embedded once, here, with the
+    embedder the index was built with.
+    """
+
+    def __init__(
+        self,
+        index: NotesIndex,
+        cfg: Config,
+        tokenizer: Any,
+        budget: int | None = None,
+        *,
+        embedder: Any = None,
+    ) -> None:
+        sec = cfg.get("retrieval", {})
+        self.index = index
+        self.cfg = cfg
+        self.strategy = str(sec.get("strategy", "retrieval"))
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"retrieval.strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        self.fusion = str(sec.get("fusion", "max"))
+        fuse(np.zeros((1, 1), np.float32), self.fusion)  # validates the rule name
+        self.dedup_threshold = sec.get("dedup_threshold", 0.95)
+        self.min_score = sec.get("min_score")
+        self.candidates = int(sec.get("candidates", 64))
+        self.counter = TokenCounter(tokenizer)
+        self.budget = int(budget) if budget is not None else _default_budget(cfg, tokenizer)
+        if self.budget <= 0:
+            raise ConfigError(f"retrieval: the context budget must be positive (got {self.budget})")
+        self.queries = [str(q) for q in sec.get("queries", [])]
+        self.query_vectors: np.ndarray | None = None
+        self.reranker = None
+        if self.strategy == "retrieval":
+            if not self.queries:
+                raise ConfigError("retrieval.queries: give at least one query")
+            emb = embedder or _index_embedder(index, cfg)
+            self.query_vectors = emb.encode(self.queries, count=False)
+            if self.query_vectors.shape[1] != index.faiss_index.d:
+                raise ConfigError(
+                    f"queries embedded in {self.query_vectors.shape[1]} dimensions, the index has {index.faiss_index.d}"
+                )
+            if sec.get("reranker"):
+                self.reranker = _load_reranker(str(sec["reranker"]), str(cfg.get("embedder", {}).get("device", "auto")))
+
+    def scores(self, patient_id: str) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(first_row, per_query, fused)`` relevance of each of the patient's passages."""
+        assert self.query_vectors is not None
+        first, per_query = self.index.patient_scores(patient_id, self.query_vectors)
+        return first, per_query, fuse(per_query, self.fusion)
+
+    def context(self, patient_id: str) -> PatientContext:
+        """The context of one patient; UnknownPatientError if the index lacks it."""
+        pid = str(patient_id)
+        first, n = self.index.patient_rows(pid)
+        label = self._label(pid)
+        if self.strategy != "retrieval":
+            notes = self.index.patient_notes(pid)
+            side = "tail" if self.strategy == "truncate_tail" else "head"
+            text, included, tokens = truncate_context(notes, self.budget, self.counter, side=side)
+            return PatientContext(pid, text, included, tokens, self.budget, self.strategy, label, len(notes))
+        _, per_query, fused = self.scores(pid)
+        rows = self.index.passages.iloc[first : first + n]
+        vectors = self.index.vectors[first : first + n]
+        if self.reranker is not None and n:
+            fused = self._rerank(rows, fused)
+        text, chosen, tokens, dups = select_passages(
+            rows, fused, vectors, self.budget, self.counter, self.dedup_threshold, self.min_score
+        )
+        return PatientContext(pid, text, chosen, tokens, self.budget, self.strategy, label, n, dups)
+
+    def contexts(self, patient_ids: Iterable[str] | None = None) -> list[PatientContext]:
+        """Contexts of many patients (default: all in the index), queries embedded once."""
+        ids = self.index.patient_ids() if patient_ids is None else [str(p) for p in patient_ids]
+        return [self.context(p) for p in ids]
+
+    def iter_contexts(self, patient_ids: Iterable[str] | None = None) -> Iterable[PatientContext]:
+        """Like :meth:`contexts`, one at a time (constant memory)."""
+        ids = self.index.patient_ids() if patient_ids is None else [str(p) for p in patient_ids]
+        for p in ids:
+            yield self.context(p)
+
+    def _label(self, pid: str) -> bool | None:
+        i = self.index._pos[pid]
+        v = self.index.patients["label"].iloc[i]
+        return None if pd.isna(v) else bool(v)
+
+    def _rerank(self, rows: pd.DataFrame, fused: np.ndarray) -> np.ndarray:
+        top = np.argsort(-fused, kind="stable")[: self.candidates]
+        texts = rows["text"].tolist()
+        pairs = [(q, texts[i]) for i in top for q in self.queries]
+        ce = np.asarray(self.reranker.predict(pairs, show_progress_bar=False), dtype=np.float32)
+        ce = ce.reshape(len(top), len(self.queries)).max(axis=1)
+        out = np.full_like(fused, -np.inf, dtype=np.float32)
+        # Re-ranked candidates first (by cross-encoder score), the rest after, in embedding order.
+        out[top] = ce
+        rest = np.setdiff1d(np.arange(len(fused)), top)
+        if len(rest):
+            out[rest] = float(ce.min()) - 1.0 - np.argsort(np.argsort(-fused[rest])) * 1e-6
+        return out
+
+
+def _default_budget(cfg: Config, tokenizer: Any) -> int:
+    value = cfg.get("retrieval", {}).get("context_tokens", "auto")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    from .prompt import context_budget
+
+    return int(context_budget(cfg, tokenizer))
+
+
+def _index_embedder(index: NotesIndex, cfg: Config) -> Any:
+    """The embedder the index was built with, on the configured device."""
+    from .embedding import load_embedder
+
+    info = index.manifest.get("embedder", {})
+    sec = cfg.get("embedder", {})
+    path = info.get("path")
+    name = path if path and Path(path).exists() else info.get("name", sec.get("model", "minilm"))
+    return load_embedder(str(name), str(sec.get("device", "auto")), str(sec.get("dtype", "auto")))
+
+
+def _load_reranker(path: str, device: str) -> Any:
+    from sentence_transformers import CrossEncoder
+
+    from .embedding import resolve_device
+
+    if not Path(path).expanduser().exists():
+        raise ModelError(f"retrieval.reranker: {path} is not a local folder; set it to a cross-encoder folder or null")
+    try:
+        return CrossEncoder(str(Path(path).expanduser()), device=resolve_device(device), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"retrieval.reranker: cannot load {path} ({str(exc).splitlines()[0][:120]})") from None
+
+
+def open_retriever(
+    index_dir: str | Path, cfg: Config, tokenizer: Any = None, budget: int | None = None
+) -> Retriever:
+    """Load the index at ``index_dir`` and the LLM tokenizer of ``cfg``; return a Retriever.
+
+    The queries are embedded with the index's own embedder, so any index can be queried.
+    """
+    index = NotesIndex.load(index_dir)
+    if tokenizer is None:
+        from .models import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg)
+    return Retriever(index, cfg, tokenizer, budget)
+
+
+# ------------------------------------------------------------------------------- formatting
+
+
+def format_context(ctx: PatientContext, preview_chars: int = 160) -> str:
+    """Human-readable view of a context (``retrieve --patient-id``): ranked passages, then the text."""
+    label = {True: "positive", False: "negative", None: "unlabeled"}[ctx.label]
+    lines = [
+        f"Patient {ctx.patient_id} ({label}): {len(ctx.passages)} of {ctx.n_candidates} "
+        f"{'passages' if ctx.strategy == 'retrieval' else 'notes'} chosen, "
+        f"{ctx.context_tokens} / {ctx.budget} context tokens, strategy {ctx.strategy}"
+        + (f", {ctx.dropped_duplicates} near-duplicates dropped" if ctx.dropped_duplicates else ""),
+        "",
+        f"{'rank':>4}  {'score':>6}  {'tokens':>6}  {'note_id':<14} {'date':<10}  {'section':<20}  text",
+    ]
+    for k, p in enumerate(ctx.passages, start=1):
+        score = "" if p["score"] is None else f"{p['score']:.3f}"
+        snippet = " ".join(p["text"].split())
+        if len(snippet) > preview_chars:
+            snippet = snippet[: preview_chars - 3] + "..."
+        lines.append(
+            f"{k:>4}  {score:>6}  {p['n_tokens']:>6}  {p['note_id']:<14} {p['charttime'][:10]:<10}  "
+            f"{p['section'][:20]:<20}  {snippet}"
+        )
+    lines += ["", "--- context given to the LLM (time order) ---", ctx.text]
+    return "\n".join(lines)
+
+
+def write_contexts_jsonl(
+    retriever: Retriever,
+    out_path: str | Path,
+    patient_ids: Iterable[str] | None = None,
+    progress: bool = True,
+) -> int:
+    """Write one JSON object per patient (:meth:`PatientContext.to_record`) to ``out_path``.
+
+    Written to a temporary file and renamed into place. Returns the number of patients.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ids = retriever.index.patient_ids() if patient_ids is None else [str(p) for p in patient_ids]
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    n = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for ctx in tqdm(retriever.iter_contexts(ids), total=len(ids), desc="contexts", unit="patient",
+                            disable=not progress, file=_stderr(), leave=False):
+                fh.write(json.dumps(ctx.to_record(), ensure_ascii=False) + "\n")
+                n += 1
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return n
+
+
+def _stderr() -> Any:
+    import sys
+
+    return sys.stderr
+
+
+__all__ = [
+    "FUSIONS",
+    "STRATEGIES",
+    "PatientContext",
+    "Retriever",
+    "TokenCounter",
+    "format_context",
+    "fuse",
+    "open_retriever",
+    "passage_header",
+    "select_passages",
+    "truncate_context",
+    "write_contexts_jsonl",
+]
