@@ -45,8 +45,10 @@ DEFAULTS: Config = {
     },
     # --- chunking (index) ---------------------------------------------------------------------
     "chunking": {
-        "max_tokens": 128,  # in the embedder's tokenizer, <= its max_seq_length
-        "overlap_tokens": 24,
+        # in the embedder's tokenizer, special tokens included; <= its max_seq_length (256 for MiniLM)
+        "max_tokens": 128,
+        "overlap_tokens": 24,  # tokens shared by consecutive windows of a long section
+        "min_tokens": 24,  # a shorter section (e.g. a one-line EXAMINATION:) joins the next one
     },
     # --- retrieval (context building) ---------------------------------------------------------
     "retrieval": {
@@ -60,10 +62,12 @@ DEFAULTS: Config = {
             "worsening bilateral pulmonary infiltrates, not explained by heart failure",
         ],
         "fusion": "max",
-        "candidates": 64,  # passages fetched per query before fusion
+        "candidates": 64,  # best passages re-scored by the reranker (when one is set)
         "dedup_threshold": 0.95,  # cosine above which a passage is a near-duplicate
         "context_tokens": "auto",  # auto: derived from the prompt and global_max_sequence_length
         "min_score": None,
+        # a local cross-encoder folder re-scores the `candidates` best passages; null: none
+        "reranker": None,
     },
     # --- prompt -------------------------------------------------------------------------------
     "prompt": {
