@@ -177,6 +177,7 @@ print(json.dumps({
     "load_s": t2 - t1,
     "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     "vm_hwm_kib": vm_hwm_kib(),
+    "arrow_peak_bytes": __import__("pyarrow").default_memory_pool().max_memory(),
     "rss_after_import_kib": rss_import,
     "table_bytes": int(table.notes.memory_usage(deep=True).sum()),
     "notes": table.summary.notes,
@@ -242,7 +243,11 @@ def main() -> None:
             f"{res['vm_hwm_kib'] / gib:.2f} GiB (VmHWM; after imports: "
             f"{res['rss_after_import_kib'] / gib:.2f} GiB)"
         )
-        print(f"notes table in memory: {res['table_bytes'] / 1024**3:.2f} GiB")
+        print(
+            f"notes table in memory: {res['table_bytes'] / 1024**3:.2f} GiB; peak of live Arrow "
+            f"memory: {res['arrow_peak_bytes'] / 1024**3:.2f} GiB (RSS also counts pages freed but "
+            "kept by the allocator)"
+        )
         print(res["describe"])
     finally:
         if tmp is not None and not args.keep:

@@ -563,3 +563,21 @@ def test_labels_on_empty_note_rows_count_and_noteless_patients_are_left_out(
     assert table.summary.patients_without_notes == 1
     assert table.summary.empty_skipped == 2
     assert "1 patients without any note ignored" in table.summary.describe()
+
+
+@pytest.mark.parametrize("block_rows", [1, 3, 7, 1000])
+def test_reorder_equals_take(block_rows: int) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from ards_rag.notes import _reorder
+
+    rng = np.random.default_rng(block_rows)
+    values = [f"note {i} " + "x" * int(rng.integers(0, 50)) for i in range(103)]
+    sizes = [1, 40, 2, 60]
+    bounds = np.cumsum([0, *sizes])
+    chunks = [pa.array(values[a:b], pa.large_string()) for a, b in zip(bounds, bounds[1:])]
+    order = rng.permutation(len(values))
+    out = _reorder(chunks, order, block_rows=block_rows)
+    assert out.to_pylist() == [values[i] for i in order]
+    assert chunks == []  # the source chunks were released
