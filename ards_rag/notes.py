@@ -64,7 +64,7 @@ def patient_texts(notes: pd.DataFrame) -> pd.Series:
         return pd.Series([], index=pd.Index([], dtype="str", name="patient_id"), dtype="str")
     ordered = notes.sort_values(["patient_id", "note_seq"], kind="stable")
     number = ordered.groupby("patient_id", sort=False).cumcount() + 1
-    numbered = "Note " + number.astype("str") + ": " + ordered["text"].astype("str")
+    numbered = "Note " + number.astype("str") + ": " + ordered["text"].astype("str").fillna("")
     joined = numbered.groupby(ordered["patient_id"], sort=True).agg("\n".join)
     joined.index.name = "patient_id"
     joined.name = "text"

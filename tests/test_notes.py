@@ -320,6 +320,11 @@ def test_patient_texts_joins_in_order_and_round_trips(radiology_csv: Path, tmp_p
     assert again.summary.layout == "patient"
     assert again.notes["text"].tolist() == notes["text"].tolist()
     assert patient_texts(notes.iloc[:0]).empty
+    plain = pd.DataFrame(  # a hand-built frame: object dtype, a missing text
+        {"patient_id": ["b", "a", "a"], "note_seq": [0, 1, 0], "text": ["z", None, "y"]},
+        dtype=object,
+    )
+    assert patient_texts(plain).to_dict() == {"a": "Note 1: y\nNote 2: ", "b": "Note 1: z"}
 
 
 # --- other file formats --------------------------------------------------------------------
