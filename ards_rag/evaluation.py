@@ -1123,15 +1123,18 @@ class Evaluator:
         return predict_patients(self.run_dir, index, patient_ids, **kwargs)
 
     def evidence(self, index: Any, patient_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-        """The passages the model read for each of ``patient_ids``, strongest first, rebuilt
-        with the run's own retrieval settings (``config.yaml``) and the LLM's tokenizer."""
+        """The passages the model read for each of ``patient_ids``, strongest first: the
+        contexts rebuilt exactly as :func:`~ards_rag.prediction.predict_patients` builds them
+        (the run's retrieval settings, the LLM's tokenizer and context budget)."""
         if not patient_ids:
             return {}
-        from .models import load_tokenizer
+        from .prediction import get_scorer, read_run_config
+        from .prompt import context_budget
         from .retrieval import Retriever
 
-        cfg = _read_run_config(self.run_dir)
-        retriever = Retriever(index, cfg, load_tokenizer(cfg))
+        cfg = read_run_config(self.run_dir)
+        tokenizer = get_scorer(self.run_dir).tokenizer  # loaded once per process by score()
+        retriever = Retriever(index, cfg, tokenizer, context_budget(cfg, tokenizer))
         return {ctx.patient_id: [dict(p) for p in ctx.passages]
                 for ctx in retriever.contexts(patient_ids)}
 

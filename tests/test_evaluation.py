@@ -418,3 +418,64 @@ def test_paired_bootstrap_delta() -> None:
     assert better["auroc"]["delta"] == pytest.approx(auroc(y, good) - auroc(y, noise))
     assert better["auroc"]["ci95"][0] > 0 and better["f1"]["ci95"][0] > 0
     assert better["auroc"]["p_not_better"] == 0.0
+
+
+# --- the Evaluator end to end: real index, real (tiny) Ludwig runs ---------------------------
+
+
+@pytest.mark.slow
+def test_evaluator_on_trained_runs(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    from ards_rag.config import resolve_config
+    from ards_rag.evaluation import Evaluator
+    from ards_rag.index import build_index
+    from ards_rag.notes import load_notes
+    from ards_rag.synthetic import write_cohort
+    from ards_rag.training import train
+
+    notes_csv, _ = write_cohort(tmp_path / "cohort", n_patients=30, seed=1, prevalence=0.4)
+    # The first three notes of each patient keep the index small (embedding is the slow part).
+    notes = pd.read_csv(notes_csv, dtype=str, keep_default_na=False)
+    notes.groupby("patient_id", sort=False).head(3).to_csv(notes_csv, index=False)
+    cfg = resolve_config(overrides={"ludwig": {
+        "base_model": str(tiny_llama_dir),
+        "trainer": {"epochs": 1, "batch_size": 8},
+        "preprocessing": {"global_max_sequence_length": 256},
+    }})
+    index_dir = tmp_path / "index"
+    build_index(load_notes(notes_csv), index_dir, cfg)
+    runs = tmp_path / "runs"
+    train(index_dir, cfg, runs / "default", progress=False)
+    train(index_dir, cfg, runs / "trunc", context_strategy="truncate", progress=False)
+
+    trunc = Evaluator(runs / "trunc", index_dir=index_dir, baselines=False, n_bootstrap=100).run()
+    assert trunc["baselines"] == {}
+    ev = Evaluator(runs / "default", index_dir=index_dir, n_bootstrap=100)
+    metrics = ev.run()
+
+    run = runs / "default"
+    for name in ["metrics.json", "predictions.csv", "report.md", *PLOT_FILES.values()]:
+        assert (run / name).is_file(), name
+    split = pd.read_csv(run / "split.csv", dtype={"patient_id": str})
+    test_ids = split.loc[split["split"] == "test", "patient_id"].tolist()
+    preds = pd.read_csv(run / "predictions.csv", dtype={"patient_id": str})
+    assert preds["patient_id"].tolist() == test_ids
+    assert metrics["model"]["n"] == len(test_ids)
+    threshold = json.loads((run / "threshold.json").read_text())["threshold"]
+    assert metrics["threshold"] == threshold
+    assert (preds["prediction"] == (preds["probability"] >= threshold)).all()
+    assert metrics["model"] == json.loads(json.dumps(binary_metrics(
+        preds["label"].astype(bool), preds["probability"], threshold)))
+    assert list(metrics["baselines"]) == [KEYWORD_RULE, TFIDF_LR, "truncated context run (trunc)"]
+    assert metrics["baselines"]["truncated context run (trunc)"]["f1"] == trunc["model"]["f1"]
+
+    report = (run / "report.md").read_text()
+    heading = re.compile(r"^### Patient `([^`]+)`", re.M)
+    wrong = preds[preds["prediction"] != preds["label"]]
+    fp = report.split("## False positives")[1].split("## False negatives")[0]
+    fn = report.split("## False negatives")[1]
+    assert set(heading.findall(fp)) == set(wrong.loc[~wrong["label"], "patient_id"])
+    assert set(heading.findall(fn)) == set(wrong.loc[wrong["label"], "patient_id"])
+    if not wrong.empty:  # every listed error quotes at least one passage with its note id
+        assert fp.count("- note `") + fn.count("- note `") >= len(wrong)
+    table = ev.summary()
+    assert "keyword rule" in table and "truncated context run (trunc)" in table
