@@ -16,11 +16,15 @@ With ``retrieval.reranker`` set to a local cross-encoder folder, the ``retrieval
 passages are re-scored by it (max over queries) and re-ordered.
 
 Selection: passages in decreasing score; a passage is skipped when its cosine to one already
-chosen exceeds ``retrieval.dedup_threshold`` (copy-forward text), or when its block (header +
-text) no longer fits the token budget, which is measured in the LLM's tokenizer and includes the
-headers and separators; the final context is re-counted and never exceeds the budget. The chosen
-passages are then laid out in time order (note order, then position in the note), each under a
-header ``[Note 3 | 2180-05-02 | Radiology | IMPRESSION]``.
+chosen exceeds ``retrieval.dedup_threshold`` (copy-forward text), or when it no longer fits the
+token budget, which is measured in the LLM's tokenizer and includes headers and separators; the
+final context is re-counted and never exceeds the budget. The chosen passages are then laid out
+in time order, grouped by note under one header per note, ``[Note 3 | 2180-05-02 | Radiology]``
+(note number within the patient, date, type). Passages start at their section's header line
+(``IMPRESSION: ...``), so the section is visible at the start of each; a window from the middle of
+a long section is prefixed ``(FINDINGS, cont.)``. Overlapping windows of one note are merged.
+Keeping the section out of the bracket and one bracket per note leaves more of a small budget
+(340 SmolLM2 tokens by default) to note text.
 
 ``retrieval.strategy: truncate`` is the seed workflow instead: all of the patient's notes as
 ``Note 1: ... Note 2: ...``, cut to the same budget (head kept; ``truncate_tail`` keeps the end).
@@ -118,7 +122,8 @@ class PatientContext:
     """The context built for one patient (DESIGN.md contract).
 
     ``passages``: dicts ``note_id, note_seq, charttime, note_type, section, score, text,
-    n_tokens`` (LLM tokens of the passage's block, header included), strongest first. For the
+    n_tokens`` (LLM tokens the passage added: its text, plus the note header and a separator
+    for the first passage of a note), strongest first. For the
     truncation strategies each included note (possibly cut) is one entry with ``score`` None.
     """
 
@@ -163,7 +168,7 @@ class PatientContext:
         }
 
 
-def passage_header(note_seq: int, charttime: str, note_type: str, section: str) -> str:
+def passage_header(note_seq: int, charttime: str, note_type: str, section: str = "") -> str:
     """``[Note 3 | 2180-05-02 | Radiology | IMPRESSION]`` (empty fields left out)."""
     parts = [f"Note {int(note_seq) + 1}"]
     if charttime:
@@ -173,6 +178,17 @@ def passage_header(note_seq: int, charttime: str, note_type: str, section: str) 
     if section:
         parts.append(str(section))
     return "[" + " | ".join(parts) + "]"
+
+
+def passage_label(section: str, text: str) -> str:
+    """Text shown before a passage inside its note block: empty when the passage opens with its
+    own section header (``IMPRESSION: ...``), else ``"(FINDINGS, cont.) "``."""
+    if not section:
+        return ""
+    first = section.split(" / ")[0]
+    if first.upper() in text[: len(first) + 40].upper():
+        return ""
+    return f"({section.split(' / ')[-1]}, cont.) "
 
 
 def fuse(scores: np.ndarray, rule: str) -> np.ndarray:
@@ -205,20 +221,29 @@ def select_passages(
 
     ``rows``: the patient's passages (columns of ``passages.parquet``), ``scores`` and
     ``vectors`` aligned with them (``vectors`` None: no de-duplication). ``chosen`` is strongest
-    first; ``text`` lays them out in time order with headers. Never exceeds ``budget``.
+    first. The text groups the chosen passages by note, in time order: one header per note
+    (``[Note 3 | 2180-05-02 | Radiology]``), then its passages in reading order; a passage that
+    does not open with its section header is prefixed ``(FINDINGS, cont.)``; overlapping windows
+    of one note are merged. A passage's cost is its text plus, for the first one of a note, the
+    header and separator; the real count of the final text is checked and never exceeds ``budget``.
     """
     order = np.argsort(-scores, kind="stable")
     if min_score is not None:
         order = order[scores[order] >= min_score]
-    sep = counter.count(SEPARATOR) if budget > 0 else 0
     seq = rows["note_seq"].to_numpy()
     start = rows["char_start"].to_numpy()
+    end = rows["char_end"].to_numpy()
+    note_ids = rows["note_id"].astype(str).tolist()
     texts = rows["text"].tolist()
-    headers = [
-        passage_header(s, c, t, sec)
-        for s, c, t, sec in zip(seq, rows["charttime"], rows["note_type"], rows["section"], strict=True)
-    ]
+    sections = rows["section"].astype(str).tolist()
+    headers = {
+        nid: passage_header(s_, c, t)
+        for nid, s_, c, t in zip(note_ids, seq, rows["charttime"], rows["note_type"], strict=True)
+    }
+    sep = counter.count(SEPARATOR) if budget > 0 else 0
     chosen: list[int] = []
+    notes_in: set[str] = set()
+    header_tokens: dict[str, int] = {}
     block_tokens: dict[int, int] = {}
     used = 0
     dups = 0
@@ -226,9 +251,13 @@ def select_passages(
     pending = list(order)
     while pending and budget - used > 0:
         head, pending = pending[:batch], pending[batch:]
-        counts = counter.counts([f"{headers[i]}\n{texts[i]}" for i in head])
+        counts = counter.counts([passage_label(sections[i], texts[i]) + texts[i] for i in head])
+        new_notes = [note_ids[i] for i in head if note_ids[i] not in header_tokens]
+        for nid, n_h in zip(new_notes, counter.counts([headers[n] + "\n" for n in new_notes]), strict=True):
+            header_tokens[nid] = n_h
         for i, n_tok in zip(head, counts, strict=True):
-            cost = n_tok + (sep if chosen else 0)
+            nid = note_ids[i]
+            cost = n_tok + (sep if chosen else 0) + (0 if nid in notes_in else header_tokens[nid])
             if cost > budget - used:
                 continue
             if vectors is not None and chosen and dedup_threshold is not None:
@@ -236,13 +265,28 @@ def select_passages(
                     dups += 1
                     continue
             chosen.append(int(i))
-            block_tokens[int(i)] = n_tok
+            notes_in.add(nid)
+            block_tokens[int(i)] = cost
             used += cost
         batch = min(batch * 2, 128)
 
     def render(sel: list[int]) -> str:
-        in_time = sorted(sel, key=lambda i: (seq[i], start[i]))
-        return SEPARATOR.join(f"{headers[i]}\n{texts[i]}" for i in in_time)
+        blocks: list[str] = []
+        by_note: dict[str, list[int]] = {}
+        for i in sorted(sel, key=lambda i: (seq[i], note_ids[i], start[i])):
+            by_note.setdefault(note_ids[i], []).append(i)
+        for nid, members in by_note.items():
+            parts: list[str] = []
+            last_end = -1
+            for i in members:
+                if parts and start[i] < last_end:  # overlapping window of the same note: extend
+                    if end[i] > last_end:
+                        parts[-1] += texts[i][last_end - start[i] :]
+                else:
+                    parts.append(passage_label(sections[i], texts[i]) + texts[i])
+                last_end = max(last_end, int(end[i]))
+            blocks.append(headers[nid] + "\n" + SEPARATOR.join(parts))
+        return SEPARATOR.join(blocks)
 
     text = render(chosen)
     total = counter.count(text) if chosen else 0
@@ -254,14 +298,13 @@ def select_passages(
         total = counter.count(text) if chosen else 0
     out = []
     for i in chosen:
-        r = rows.iloc[i]
         out.append(
             {
-                "note_id": str(r["note_id"]),
-                "note_seq": int(r["note_seq"]),
-                "charttime": str(r["charttime"]),
-                "note_type": str(r["note_type"]),
-                "section": str(r["section"]),
+                "note_id": note_ids[i],
+                "note_seq": int(seq[i]),
+                "charttime": str(rows["charttime"].iloc[i]),
+                "note_type": str(rows["note_type"].iloc[i]),
+                "section": sections[i],
                 "score": round(float(scores[i]), 6),
                 "n_tokens": int(block_tokens[i]),
                 "text": texts[i],
@@ -355,7 +398,7 @@ class Retriever:
             if not self.queries:
                 raise ConfigError("retrieval.queries: give at least one query")
             emb = embedder or _index_embedder(index, cfg)
-            self.query_vectors = emb.encode(self.queries, count=False)
+            self.query_vectors = emb.encode(self.queries)
             if self.query_vectors.shape[1] != index.faiss_index.d:
                 raise ConfigError(
                     f"queries embedded in {self.query_vectors.shape[1]} dimensions, the index has {index.faiss_index.d}"

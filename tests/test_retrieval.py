@@ -1,0 +1,241 @@
+"""Ranking and context building: relevance, budget, de-duplication, time order, truncation, output."""
+
+from __future__ import annotations
+
+import json
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from ards_rag.config import resolve_config  # noqa: E402
+from ards_rag.embedding import add_encode_hook, load_embedder  # noqa: E402
+from ards_rag.errors import ConfigError, UnknownPatientError  # noqa: E402
+from ards_rag.index import NotesIndex, build_index  # noqa: E402
+from ards_rag.retrieval import (  # noqa: E402
+    Retriever,
+    TokenCounter,
+    format_context,
+    fuse,
+    passage_header,
+    truncate_context,
+    write_contexts_jsonl,
+)
+
+NORMAL = [
+    "EXAMINATION:  CHEST (PORTABLE AP)\n\nINDICATION:  Line placement.\n\nFINDINGS:\nRight IJ catheter "
+    "tip in the mid SVC. Heart size is normal. Lungs are clear.\n\nIMPRESSION:\nNo acute process.",
+    "EXAMINATION:  RENAL U.S.\n\nINDICATION:  Acute kidney injury.\n\nFINDINGS:\nThe kidneys are normal "
+    "in size without hydronephrosis. The bladder is decompressed.\n\nIMPRESSION:\nNo hydronephrosis.",
+    "EXAMINATION:  CT HEAD W/O CONTRAST\n\nINDICATION:  Altered mental status.\n\nFINDINGS:\nNo "
+    "hemorrhage, mass effect or acute infarction. Ventricles are normal.\n\nIMPRESSION:\nNo acute "
+    "intracranial abnormality.",
+    "EXAMINATION:  LIVER OR GALLBLADDER US\n\nINDICATION:  Elevated LFTs.\n\nFINDINGS:\nThe liver "
+    "is normal in echotexture. No gallstones.\n\nIMPRESSION:\nUnremarkable right upper quadrant ultrasound.",
+]
+ARDS = (
+    "EXAMINATION:  CHEST (PORTABLE AP)\n\nINDICATION:  Intubated for hypoxemic respiratory failure after "
+    "aspiration.\n\nFINDINGS:\nNew diffuse bilateral airspace opacities with dependent consolidation. "
+    "Heart size is normal. No effusion.\n\nIMPRESSION:\nDiffuse bilateral opacities, consistent with ARDS."
+)
+
+
+def _notes() -> pd.DataFrame:
+    rows = []
+    # P1: the ARDS note is in the middle of normal notes; P2: copy-forward duplicates of one note;
+    # P3: only normal notes.
+    for s, text in enumerate([NORMAL[0], NORMAL[1], ARDS, NORMAL[2], NORMAL[3]]):
+        rows.append(("P1", f"P1-{s}", s, f"2180-05-{s + 1:02d} 08:00:00", "Radiology", text))
+    for s in range(4):
+        rows.append(("P2", f"P2-{s}", s, f"2181-01-{s + 1:02d} 08:00:00", "Radiology", ARDS))
+    for s, text in enumerate(NORMAL):
+        rows.append(("P3", f"P3-{s}", s, "", "", text))
+    return pd.DataFrame(rows, columns=["patient_id", "note_id", "note_seq", "charttime", "note_type", "text"])
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return resolve_config()
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_embedder("minilm")
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory, cfg, embedder) -> NotesIndex:
+    notes = _notes()
+    labels = pd.DataFrame({"patient_id": ["P1", "P2", "P3"], "label": pd.array([True, True, None], dtype="boolean")})
+    d = tmp_path_factory.mktemp("ridx") / "default"
+    build_index(SimpleNamespace(notes=notes, labels=labels, source=None), d, cfg, progress=False, embedder=embedder)
+    return NotesIndex.load(d, expect=cfg)
+
+
+@pytest.fixture(scope="module")
+def bert_tokenizer(embedder):
+    return embedder.tokenizer
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+# ----------------------------------------------------------------------------------- scoring
+
+
+def test_fusion_rules_by_hand():
+    s = np.array([[0.9, 0.1, 0.2], [0.5, 0.6, 0.4], [0.3, 0.2, 0.7]], dtype=np.float32)
+    np.testing.assert_allclose(fuse(s, "max"), [0.9, 0.6, 0.7])
+    np.testing.assert_allclose(fuse(s, "mean"), [0.4, 0.5, 0.4], rtol=1e-6)
+    np.testing.assert_allclose(fuse(s, "mean_top2"), [0.55, 0.55, 0.5], rtol=1e-6)
+    # ranks per query: q0 (1,2,3), q1 (3,1,2), q2 (3,2,1)
+    np.testing.assert_allclose(
+        fuse(s, "rrf"), [1 / 61 + 1 / 63 + 1 / 63, 1 / 62 + 1 / 61 + 1 / 62, 1 / 63 + 1 / 62 + 1 / 61], rtol=1e-6
+    )
+    with pytest.raises(ConfigError, match="fusion"):
+        fuse(s, "median")
+
+
+def test_ards_passages_rank_first(index, cfg, bert_tokenizer):
+    r = Retriever(index, cfg, bert_tokenizer, budget=120)
+    ctx = r.context("P1")
+    # Every passage of the ARDS note outranks every passage of the normal notes.
+    n_ards = int((index.passages["note_id"] == "P1-2").sum())
+    assert {p["note_id"] for p in ctx.passages[:n_ards]} == {"P1-2"}
+    assert any("bilateral opacities" in p["text"] for p in ctx.passages[:n_ards])
+    assert ctx.label is True and ctx.n_candidates == index.patient_rows("P1")[1]
+    scores = [p["score"] for p in ctx.passages]
+    assert scores == sorted(scores, reverse=True)
+
+
+# ------------------------------------------------------------------------------------ budget
+
+
+@pytest.mark.parametrize("budget", [12, 40, 97, 200, 340, 5000])
+def test_budget_is_never_exceeded_in_the_llm_tokenizer(index, cfg, smollm2_tokenizer, budget):
+    r = Retriever(index, cfg, smollm2_tokenizer, budget=budget)
+    for ctx in r.contexts():
+        real = len(smollm2_tokenizer(ctx.text, add_special_tokens=False)["input_ids"])
+        assert real == ctx.context_tokens <= budget
+        assert sum(p["n_tokens"] for p in ctx.passages) <= budget
+    if budget >= 97:
+        assert all(r.context(p).passages for p in ("P1", "P2"))
+
+
+@pytest.mark.parametrize("budget", [5, 33, 150, 600])
+def test_budget_with_a_callable_counter_and_truncation(index, cfg, bert_tokenizer, budget):
+    for counter in (words, bert_tokenizer):
+        tc = TokenCounter(counter)
+        for strategy in ("retrieval", "truncate", "truncate_tail"):
+            c = resolve_config(overrides={"retrieval": {"strategy": strategy}})
+            for ctx in Retriever(index, c, counter, budget=budget).contexts():
+                assert tc.count(ctx.text) == ctx.context_tokens <= budget
+
+
+def test_default_budget_comes_from_the_prompt(index, cfg, smollm2_tokenizer):
+    from ards_rag.prompt import context_budget
+
+    r = Retriever(index, cfg, smollm2_tokenizer)
+    assert r.budget == context_budget(cfg, smollm2_tokenizer)
+    fixed = resolve_config(overrides={"retrieval": {"context_tokens": 77}})
+    assert Retriever(index, fixed, smollm2_tokenizer).budget == 77
+
+
+# ----------------------------------------------------------------------- layout and duplicates
+
+
+def test_near_duplicates_dropped_and_time_order_with_headers(index, cfg, bert_tokenizer):
+    r = Retriever(index, cfg, bert_tokenizer, budget=400)
+    ctx = r.context("P2")  # four identical copy-forward notes
+    texts = [p["text"] for p in ctx.passages]
+    assert len(texts) == len(set(texts))
+    assert ctx.dropped_duplicates >= 3
+    ctx1 = r.context("P1")
+    headers = [line for line in ctx1.text.splitlines() if line.startswith("[Note ")]
+    assert len(headers) == len({p["note_id"] for p in ctx1.passages}) >= 2  # one header per note
+    seqs = [int(h.split()[1]) for h in headers]
+    assert seqs == sorted(seqs)  # time order
+    first = min(ctx1.passages, key=lambda p: p["note_seq"])
+    assert headers[0] == passage_header(first["note_seq"], first["charttime"], first["note_type"])
+    assert headers[0] == f"[Note {first['note_seq'] + 1} | 2180-05-0{first['note_seq'] + 1} | Radiology]"
+    for p in ctx1.passages:  # each passage shows its section at its start
+        assert p["text"] in ctx1.text and p["text"].startswith(p["section"].split(" / ")[0])
+    assert passage_header(2, "2180-05-02 10:00:00", "CHEST (PORTABLE AP)", "IMPRESSION") == (
+        "[Note 3 | 2180-05-02 | CHEST (PORTABLE AP) | IMPRESSION]"
+    )
+    assert passage_header(0, "", "", "") == "[Note 1]"
+
+
+def test_truncate_context_head_and_tail(index, bert_tokenizer):
+    notes = index.patient_notes("P1")
+    text, included, n = truncate_context(notes, 50, bert_tokenizer)
+    assert text.startswith("Note 1: EXAMINATION:") and n <= 50 and included[0]["note_id"] == "P1-0"
+    tail, included_t, n_t = truncate_context(notes, 50, bert_tokenizer, side="tail")
+    assert n_t <= 50
+    assert tail.endswith("Unremarkable right upper quadrant ultrasound.")
+    assert included_t[-1]["note_id"] == "P1-4"
+    full, all_notes, _ = truncate_context(notes, 10_000, bert_tokenizer)
+    assert [p["note_id"] for p in all_notes] == [f"P1-{i}" for i in range(5)]
+    assert full.count("Note ") == 5
+
+
+# ---------------------------------------------------------------------------- API behaviour
+
+
+def test_queries_embedded_once_per_retriever(index, cfg, bert_tokenizer):
+    calls: list[int] = []
+    remove = add_encode_hook(calls.append)
+    try:
+        r = Retriever(index, cfg, bert_tokenizer, budget=100)
+        r.contexts(["P1", "P2", "P3"])
+        r.contexts()
+    finally:
+        remove()
+    assert calls == [len(cfg["retrieval"]["queries"])]
+
+
+def test_unknown_patient(index, cfg, bert_tokenizer):
+    r = Retriever(index, cfg, bert_tokenizer, budget=100)
+    with pytest.raises(UnknownPatientError, match=r"'P9' is not in the index .* holds 3 patients"):
+        r.context("P9")
+
+
+def test_jsonl_and_formatter(index, cfg, bert_tokenizer, tmp_path):
+    r = Retriever(index, cfg, bert_tokenizer, budget=120)
+    out = tmp_path / "ctx.jsonl"
+    assert write_contexts_jsonl(r, out, progress=False) == 3
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [x["patient_id"] for x in records] == ["P1", "P2", "P3"]
+    for rec in records:
+        assert set(rec) == {"patient_id", "context_tokens", "passages"}
+        assert rec["context_tokens"] <= 120
+        for p in rec["passages"]:
+            assert set(p) == {"note_id", "score", "section", "text"}
+    ctx = r.context("P1")
+    shown = format_context(ctx)
+    assert "P1-2" in shown and f"{ctx.passages[0]['score']:.3f}" in shown and "/ 120 context tokens" in shown
+    assert json.loads(json.dumps(ctx.to_dict()))["context"] == ctx.text
+
+
+@pytest.mark.slow
+def test_reranker_rescores_candidates(index, cfg, bert_tokenizer):
+    from sentence_transformers import CrossEncoder
+
+    from ards_rag.embedding import resolve_embedder_path
+
+    path = resolve_embedder_path("minilm")  # a BERT folder: CrossEncoder adds a (random) score head
+    c = resolve_config(overrides={"retrieval": {"reranker": path, "candidates": 3}})
+    r = Retriever(index, c, bert_tokenizer, budget=5000)
+    ctx = r.context("P1")
+    ce = CrossEncoder(path, device="cpu", local_files_only=True)
+    ce.model.load_state_dict(r.reranker.model.state_dict())  # same random head
+    top3 = sorted(ctx.passages, key=lambda p: -p["score"])[:3]
+    for p in top3:
+        want = max(ce.predict([(q, p["text"]) for q in c["retrieval"]["queries"]], show_progress_bar=False))
+        assert p["score"] == pytest.approx(float(want), abs=1e-4)
