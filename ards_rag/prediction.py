@@ -1,0 +1,447 @@
+"""Scoring patients with a trained run: P(ARDS) from one batched forward pass, never free text.
+
+Ludwig's ``predict`` generates one sample at a time and returns free text. A probability for ROC
+curves and thresholds is P("true") against P("false") at the first answer token: the softmax
+over the logits of the two candidate tokens at the last prompt position. :class:`Scorer`
+computes it for a batch of contexts in one forward pass of the trained (PEFT) model, with the
+prompt tokenized exactly as Ludwig tokenized it at training time (template, lowercasing,
+tokenizer, truncation, from the first BOS on) followed by the answer tokens common to both
+answers (e.g. a BOS that some tokenizers prepend to the target).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import ManifestMismatchError, RunError, UnknownPatientError
+from .prompt import ANSWERS, input_column, ludwig_template, output_column
+
+logger = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+RUN_FILES = ("config.yaml", "split.csv", "index_manifest.json", "threshold.json", "summary.json")
+DEFAULT_BATCH_SIZE = 8
+
+
+# ------------------------------------------------------------------------------------ runs
+
+
+def check_run(run_dir: str | Path) -> Path:
+    """Return ``run_dir`` as a Path if it holds a complete run; :class:`RunError` otherwise."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise RunError(f"{run}: run folder not found; train one with `ards-rag train`")
+    missing = [f for f in RUN_FILES if not (run / f).is_file()]
+    if not (run / MODEL_DIR / "model_hyperparameters.json").is_file():
+        missing.append(f"{MODEL_DIR}/model_hyperparameters.json")
+    if missing:
+        raise RunError(f"{run}: incomplete run (missing {', '.join(missing)}); train it again")
+    return run
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The resolved config saved in the run."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunError(f"{path}: unreadable ({str(exc).splitlines()[0]}); train the run again") from None
+    if not isinstance(cfg, dict):
+        raise RunError(f"{path}: not a config mapping; train the run again")
+    return cfg
+
+
+def read_threshold(run_dir: str | Path) -> float:
+    """The decision threshold saved with the run (best F1 on validation)."""
+    path = Path(run_dir) / "threshold.json"
+    try:
+        value = float(json.loads(path.read_text(encoding="utf-8"))["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RunError(f"{path}: no numeric 'threshold'; train the run again") from None
+    if not math.isfinite(value):
+        raise RunError(f"{path}: threshold is {value}; train the run again")
+    return value
+
+
+def resolve_run(run_dir: str | Path | None, runs_root: str | Path = "runs") -> Path:
+    """``run_dir``, or the most recent complete run under ``runs_root``; checked complete."""
+    if run_dir is not None:
+        return check_run(run_dir)
+    root = Path(runs_root)
+    candidates = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] \
+        if root.is_dir() else []
+    complete = []
+    for p in candidates:
+        try:
+            complete.append(check_run(p))
+        except RunError:
+            continue
+    if not complete:
+        raise RunError(f"{root}: no finished run; train one with `ards-rag train` or pass --run")
+    return max(complete, key=lambda p: (p / "summary.json").stat().st_mtime)
+
+
+MANIFEST_KEYS = ("format_version", "embedder", "chunking")
+
+
+def check_index_matches(run_dir: str | Path, index: Any) -> None:
+    """Raise :class:`ManifestMismatchError` unless ``index`` was built like the run's index
+    (same format version, embedder and chunking; patients may have been added since)."""
+    path = Path(run_dir) / "index_manifest.json"
+    try:
+        trained = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise RunError(f"{path}: unreadable; train the run again") from None
+    current = index.manifest
+    diffs = []
+    for key in MANIFEST_KEYS:
+        a, b = _comparable(trained.get(key)), _comparable(current.get(key))
+        if a != b:
+            diffs.append(f"{key} {_short(a)} vs {_short(b)}")
+    if diffs:
+        where = getattr(index, "dir", None) or "the index"
+        raise ManifestMismatchError(
+            f"{where}: not built like the index run {Path(run_dir)} was trained on "
+            f"({'; '.join(diffs)}); use that index or retrain the run on this one"
+        )
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, dict):
+        # Where the embedder was found on disk may change between machines; what it is may not.
+        return {k: _comparable(v) for k, v in value.items() if k not in ("path", "seconds")}
+    return value
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# ----------------------------------------------------------------------------------- scorer
+
+
+class Scorer:
+    """P("true") for prompts, from batched forward passes of a trained Ludwig LLM.
+
+    Build it with :meth:`from_run` (loads the Ludwig model once) or from an in-memory
+    ``LudwigModel`` and the resolved config it was trained with.
+    """
+
+    def __init__(self, ludwig_model: Any, cfg: dict[str, Any]) -> None:
+        import torch
+
+        self.ludwig_model = ludwig_model
+        self.cfg = cfg
+        llm = ludwig_model.model
+        self.model = llm.model  # PeftModel, or the plain base model (zero-shot)
+        self.tokenizer = llm.tokenizer
+        self.model.eval()
+        self.device = next(self.model.parameters()).device
+        self.template = ludwig_template(cfg)
+        self.input_name = input_column(cfg)
+        meta = ludwig_model.training_set_metadata
+        in_meta = meta[self.input_name]
+        out_meta = meta[output_column(cfg)]
+        self.lowercase = bool(in_meta["preprocessing"].get("lowercase", False))
+        self.max_input_tokens = int(in_meta["max_sequence_length"])
+        self.global_max = int(getattr(llm, "global_max_sequence_length", 0) or 0) or None
+        out_lower = bool(out_meta["preprocessing"].get("lowercase", False))
+        out_max = int(out_meta["max_sequence_length"])
+        true_ids = self.ludwig_ids(ANSWERS[0], out_lower, out_max)
+        false_ids = self.ludwig_ids(ANSWERS[1], out_lower, out_max)
+        k = 0
+        while k < min(len(true_ids), len(false_ids)) and true_ids[k] == false_ids[k]:
+            k += 1
+        if k >= min(len(true_ids), len(false_ids)):
+            raise RunError("the tokenizer gives 'true' and 'false' no distinguishing token")
+        # Tokens both answers start with (e.g. a BOS the tokenizer prepends), then the first
+        # token where they differ: the one whose probability is compared.
+        self.answer_prefix = true_ids[:k]
+        self.candidate_ids = (true_ids[k], false_ids[k])
+        forward = getattr(self.model, "get_base_model", lambda: self.model)().forward
+        self._keep_kw = "logits_to_keep" in inspect.signature(forward).parameters
+        self._torch = torch
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> Scorer:
+        """Load the run's Ludwig model (once) on the best available device."""
+        from .models import resolve_base_model
+
+        run = check_run(run_dir)
+        cfg = read_run_config(run)
+        # A packaged base model is re-converted into the cache if the cache was cleared.
+        hyper = json.loads((run / MODEL_DIR / "model_hyperparameters.json").read_text("utf-8"))
+        recorded = str(hyper.get("base_model", ""))
+        if recorded and not Path(recorded).exists() and recorded.startswith(("/", "~", ".")):
+            resolved = resolve_base_model(str(cfg["ludwig"]["base_model"]))
+            if Path(resolved).resolve() != Path(recorded).resolve():
+                raise RunError(
+                    f"{run}: base model folder {recorded} no longer exists; restore it or retrain"
+                )
+        ludwig_model = _load_ludwig(run / MODEL_DIR)
+        return cls(ludwig_model, cfg)
+
+    # -- tokenization, as Ludwig does it --------------------------------------------------------
+
+    def ludwig_ids(self, text: str, lowercase: bool, max_len: int) -> list[int]:
+        """Token ids of ``text`` as Ludwig's preprocessing + ``remove_left_padding`` give them."""
+        ids = list(self.tokenizer.encode(text.lower() if lowercase else text, truncation=True))
+        ids = ids[:max_len]
+        pad = self.tokenizer.pad_token_id
+        if pad is not None and pad in ids:  # Ludwig drops everything up to the last PAD
+            ids = ids[len(ids) - ids[::-1].index(pad):]
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and bos in ids:
+            ids = ids[ids.index(bos):]
+        return ids
+
+    def prompt_ids(self, context: str) -> list[int]:
+        """The model input for one context: Ludwig's prompt ids + the common answer prefix."""
+        prompt = self.template.format(**{self.input_name: context})
+        ids = self.ludwig_ids(prompt, self.lowercase, self.max_input_tokens)
+        return ids + list(self.answer_prefix)
+
+    # -- scoring --------------------------------------------------------------------------------
+
+    def score(self, contexts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """P("true") vs P("false") at the first answer token for each context, in input order."""
+        torch = self._torch
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        seqs = [self.prompt_ids(c) for c in contexts]
+        out = np.empty(len(seqs), dtype=np.float64)
+        # Similar lengths together: less padding, same results (padding is masked).
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        cand = torch.tensor(self.candidate_ids, device=self.device)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                width = max(len(seqs[i]) for i in idx)
+                ids = torch.full((len(idx), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):  # left padding: the last position is the prompt's end
+                    n = len(seqs[i])
+                    ids[row, width - n :] = torch.tensor(seqs[i], dtype=torch.long)
+                    mask[row, width - n :] = 1
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                kwargs: dict[str, Any] = {
+                    "input_ids": ids.to(self.device),
+                    "attention_mask": mask.to(self.device),
+                    "position_ids": positions.to(self.device),
+                    "use_cache": False,
+                }
+                if self._keep_kw:
+                    kwargs["logits_to_keep"] = 1
+                logits = self.model(**kwargs).logits[:, -1, :]
+                pair = logits.index_select(-1, cand).float()
+                p_true = torch.softmax(pair, dim=-1)[:, 0].cpu().numpy()
+                out[idx] = p_true
+        return out
+
+    def generate(self, contexts: Sequence[str]) -> list[str]:
+        """Ludwig's own ``predict`` (one greedy generation per row): the decoded answer text."""
+        frame = pd.DataFrame({self.input_name: list(contexts)})
+        preds, _ = self.ludwig_model.predict(dataset=frame, skip_save_predictions=True)
+        column = f"{output_column(self.cfg)}_response"
+        return [str(v).strip() for v in preds[column].tolist()]
+
+
+def _load_ludwig(model_dir: Path) -> Any:
+    import torch
+    from ludwig.api import LudwigModel
+
+    try:
+        return LudwigModel.load(str(model_dir), logging_level=logging.ERROR, backend="local",
+                                gpus=None if torch.cuda.is_available() else -1)
+    except Exception as exc:  # noqa: BLE001 - a damaged model folder: one clear line
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise RunError(f"{model_dir}: cannot load the Ludwig model ({first}); train the run again") from None
+
+
+_SCORERS: dict[tuple[str, float], Scorer] = {}
+
+
+def get_scorer(run_dir: str | Path) -> Scorer:
+    """A :class:`Scorer` for the run, loaded once per process (and reloaded if retrained)."""
+    run = check_run(run_dir).resolve()
+    key = (str(run), (run / "summary.json").stat().st_mtime)
+    if key not in _SCORERS:
+        for old in [k for k in _SCORERS if k[0] == key[0]]:
+            del _SCORERS[old]
+        _SCORERS[key] = Scorer.from_run(run)
+    return _SCORERS[key]
+
+
+# ------------------------------------------------------------------------------ patients
+
+
+def _open_index(index: Any) -> Any:
+    if isinstance(index, (str, os.PathLike)):
+        from .index import NotesIndex
+
+        return NotesIndex.load(index)
+    return index
+
+
+def predict_patients(
+    run_dir: str | Path,
+    index: Any,
+    patient_ids: Iterable[str],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    scorer: Scorer | None = None,
+) -> pd.DataFrame:
+    """Score patients with the run: ``patient_id, prediction, probability, evidence_note_ids``.
+
+    ``index``: an index folder or a loaded :class:`~ards_rag.index.NotesIndex`, built like the
+    run's (else :class:`ManifestMismatchError`). Contexts are rebuilt with the run's retrieval
+    settings; ``prediction`` is ``probability >= threshold`` (the run's ``threshold.json``);
+    ``evidence_note_ids`` are the notes of the passages the model read, strongest first, joined
+    by ``;``. Unknown ids raise :class:`UnknownPatientError`.
+    """
+    from .retrieval import Retriever
+
+    run = check_run(run_dir)
+    ids = [str(p) for p in patient_ids]
+    notes_index = _open_index(index)
+    check_index_matches(run, notes_index)
+    unknown = [p for p in ids if not notes_index.has_patient(p)]
+    if unknown:
+        raise UnknownPatientError(
+            f"patient {unknown[0]!r} is not in the index {getattr(notes_index, 'dir', '')}"
+            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+        )
+    cfg = read_run_config(run)
+    threshold = read_threshold(run)
+    scorer = scorer or get_scorer(run)
+    from .prompt import context_budget
+
+    retriever = Retriever(notes_index, cfg, scorer.tokenizer, context_budget(cfg, scorer.tokenizer))
+    contexts = [retriever.context(p) for p in ids]
+    probs = scorer.score([c.text for c in contexts], batch_size=batch_size) if ids else np.array([])
+    return pd.DataFrame(
+        {
+            "patient_id": ids,
+            "prediction": [bool(p >= threshold) for p in probs],
+            "probability": probs.astype(float),
+            "evidence_note_ids": [";".join(c.note_ids) for c in contexts],
+        }
+    )
+
+
+def predict_one(run_dir: str | Path, index: Any, patient_id: str, *, evidence_chars: int = 200) -> dict[str, Any]:
+    """One patient's answer with its evidence (for ``ards-rag predict --patient-id``)."""
+    from .prompt import context_budget
+    from .retrieval import Retriever
+
+    run = check_run(run_dir)
+    notes_index = _open_index(index)
+    check_index_matches(run, notes_index)
+    cfg = read_run_config(run)
+    threshold = read_threshold(run)
+    scorer = get_scorer(run)
+    retriever = Retriever(notes_index, cfg, scorer.tokenizer, context_budget(cfg, scorer.tokenizer))
+    ctx = retriever.context(str(patient_id))
+    p = float(scorer.score([ctx.text])[0])
+    evidence = []
+    for psg in ctx.passages:
+        text = " ".join(str(psg.get("text", "")).split())
+        evidence.append({
+            "note_id": psg.get("note_id"),
+            "charttime": psg.get("charttime"),
+            "note_type": psg.get("note_type"),
+            "section": psg.get("section"),
+            "score": psg.get("score"),
+            "snippet": text if len(text) <= evidence_chars else text[: evidence_chars - 3] + "...",
+        })
+    return {
+        "patient_id": str(patient_id),
+        "prediction": bool(p >= threshold),
+        "answer": "true" if p >= threshold else "false",
+        "probability": p,
+        "threshold": threshold,
+        "run": str(run),
+        "evidence": evidence,
+    }
+
+
+def format_prediction(result: dict[str, Any]) -> str:
+    """Human-readable view of :func:`predict_one`'s result."""
+    lines = [
+        f"patient {result['patient_id']}: {result['answer']}  "
+        f"(P(ARDS) = {result['probability']:.3f}, threshold {result['threshold']:.3f})",
+        "evidence (strongest first):",
+    ]
+    for e in result["evidence"]:
+        score = f"{e['score']:.3f}" if isinstance(e.get("score"), (int, float)) else "-"
+        head = " | ".join(str(x) for x in (e["note_id"], e.get("charttime") or "", e.get("note_type") or "",
+                                           e.get("section") or "") if x != "")
+        lines.append(f"  [{score}] {head}: {e['snippet']}")
+    return "\n".join(lines)
+
+
+def select_patients(
+    run_dir: str | Path,
+    index: Any,
+    *,
+    unlabeled: bool = False,
+    all_patients: bool = False,
+    patients_file: str | Path | None = None,
+    new_ids: Sequence[str] = (),
+) -> list[str]:
+    """Patient ids for batch prediction: ``--unlabeled``, ``--all``, ``--patients FILE`` or the
+    patients just added with ``--notes``."""
+    from .errors import InputError
+
+    notes_index = _open_index(index)
+    if all_patients:
+        return notes_index.patient_ids()
+    if unlabeled:
+        labels = notes_index.labels()
+        return labels.loc[labels["label"].isna(), "patient_id"].astype(str).tolist()
+    if patients_file is not None:
+        path = Path(patients_file)
+        if not path.is_file():
+            raise InputError(f"{path}: patients file not found")
+        text = path.read_text(encoding="utf-8")
+        first = text.splitlines()[0].strip() if text.strip() else ""
+        if "," in first and "patient_id" in [c.strip() for c in first.split(",")]:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            ids = frame["patient_id"].tolist()
+        else:
+            ids = [line.strip() for line in text.splitlines()]
+        ids = [i for i in dict.fromkeys(ids) if i]
+        if not ids:
+            raise InputError(f"{path}: no patient ids (one per line, or a CSV with a patient_id column)")
+        return ids
+    return [str(p) for p in new_ids]
+
+
+def ludwig_generate(run_dir: str | Path, contexts: Sequence[str]) -> list[str]:
+    """Ludwig's own generated answer text for each context (slow: one sample at a time)."""
+    return get_scorer(run_dir).generate(contexts)
+
+
+def add_notes_to_index(run_dir: str | Path, index_dir: str | Path, table: Any) -> list[str]:
+    """Merge a notes table (new patients) into the index, with the run's embedder and chunking;
+    return the ids of the patients in ``table``."""
+    from .index import update_index
+
+    run = check_run(run_dir)
+    cfg = read_run_config(run)
+    update_index(index_dir, table, cfg)
+    return list(dict.fromkeys(str(p) for p in table.notes["patient_id"]))
