@@ -36,8 +36,13 @@ def _quiet_libraries() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    for name in ("transformers", "ludwig", "sentence_transformers", "peft", "datasets", "torch"):
+    import torch  # noqa: F401  (imported first so that its logger levels set below stick)
+    import transformers
+
+    for name in ("transformers", "ludwig", "sentence_transformers", "peft", "datasets", "torch",
+                 "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    transformers.utils.logging.disable_progress_bar()
 
 
 class BadInput(click.ClickException):
@@ -52,6 +57,7 @@ def reports_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _quiet_libraries()
             return func(*args, **kwargs)
         except (InputError, ConfigError) as exc:
             raise BadInput(str(exc)) from None
@@ -116,6 +122,8 @@ notes_options = [
         help="long: one row per note; patient: one row per patient with 'Note 1: ... Note 2: ...'.",
     ),
     click.option("--patient-column", default=None, help="Column holding the patient id."),
+    click.option("--text-column", default=None, help="Column holding the note text."),
+    click.option("--label-column", default=None, help="Column holding the true/false label."),
     click.option(
         "--allow-pickle",
         is_flag=True,
@@ -125,15 +133,28 @@ notes_options = [
 
 
 def with_notes_options(func: F) -> F:
+    """Add the notes-reading options; the command receives them as one ``notes_opts`` dict."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["notes_opts"] = {
+            "fmt": kwargs.pop("fmt"),
+            "patient_column": kwargs.pop("patient_column"),
+            "text_column": kwargs.pop("text_column"),
+            "label_column": kwargs.pop("label_column"),
+            "allow_pickle": kwargs.pop("allow_pickle"),
+        }
+        return func(*args, **kwargs)
+
     for option in reversed(notes_options):
-        func = option(func)
-    return func
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]
 
 
-def _load_notes(path: str, fmt: str, patient_column: str | None, allow_pickle: bool) -> Any:
+def _load_notes(path: str, notes_opts: dict[str, Any]) -> Any:
     from .notes import load_notes
 
-    return load_notes(path, fmt=fmt, patient_column=patient_column, allow_pickle=allow_pickle)
+    return load_notes(path, **notes_opts)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,7 +164,6 @@ def cli() -> None:
 
     Typical flow: index -> train -> evaluate -> predict. Everything runs offline.
     """
-    _quiet_libraries()
 
 
 # --------------------------------------------------------------------------------------- synth
@@ -176,15 +196,13 @@ def index(
     notes: str,
     index_dir: str,
     config_path: str | None,
-    fmt: str,
-    patient_column: str | None,
-    allow_pickle: bool,
+    notes_opts: dict[str, Any],
 ) -> None:
     """Split NOTES into passages, embed them and store a FAISS index (incremental, atomic)."""
     from .index import build_index
 
     cfg = _config(config_path)
-    table = _load_notes(notes, fmt, patient_column, allow_pickle)
+    table = _load_notes(notes, notes_opts)
     click.echo(table.summary.describe(), err=True)
     report = build_index(table, index_dir, cfg)
     click.echo(str(report))
@@ -281,9 +299,7 @@ def predict(
     as_json: bool,
     run_dir: str | None,
     index_dir: str,
-    fmt: str,
-    patient_column: str | None,
-    allow_pickle: bool,
+    notes_opts: dict[str, Any],
 ) -> None:
     """Answer true/false with the probability of ARDS and the passages the model read."""
     from . import prediction
@@ -296,7 +312,7 @@ def predict(
     run = prediction.resolve_run(run_dir, DEFAULT_RUNS)
     new_ids: list[str] = []
     if new_notes:
-        table = _load_notes(new_notes, fmt, patient_column, allow_pickle)
+        table = _load_notes(new_notes, notes_opts)
         new_ids = prediction.add_notes_to_index(run, index_dir, table)
         click.echo(f"Added {len(new_ids)} patients from {new_notes} to {index_dir}.", err=True)
     if patient_id:
