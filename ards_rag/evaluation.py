@@ -1001,7 +1001,8 @@ def sibling_baselines(run_dir: str | Path, split: str = "test",
     """The zero-shot and truncated-context runs beside ``run_dir`` (same parent folder), as
     baselines: only runs with the same ``split`` patients and labels and, where both runs record
     one, the same embedder and chunking in the index manifest. A matching run with ``metrics.json`` for ``split`` gives its
-    model metrics; one without gives a remark saying how to evaluate it. Returns
+    model metrics (and, from its ``predictions.csv``, its per-patient scores for the plots and
+    the paired comparison); one without gives a remark saying how to evaluate it. Returns
     ``(baselines, remarks)``."""
     run = Path(run_dir).resolve()
     own = split_df if split_df is not None else read_split(run)
@@ -1037,11 +1038,31 @@ def sibling_baselines(run_dir: str | Path, split: str = "test",
                 f"{'first notes cut to the token budget' if kind['strategy'] == 'truncate' else 'retrieved context'}"
                 f"; its own threshold ({entry.get('threshold', float('nan')):.3f})"
             )
+            curve = _sibling_curve(other, own_set)
+            if curve is not None:
+                entry["curve"] = curve
             out[name] = entry
         else:
             remarks.append(f"{name} not included: it has no {split} metrics yet; run "
                            f"`ards-rag evaluate --run {other} --split {split}` and evaluate again")
     return out, remarks
+
+
+def _sibling_curve(run: Path, patients: frozenset[tuple[str, bool]]) -> dict[str, Any] | None:
+    """A sibling run's per-patient scores from its ``predictions.csv``, when it covers exactly
+    the same patients with the same labels (for the plots and the paired comparison)."""
+    path = run / PREDICTIONS_FILE
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_csv(path, dtype={"patient_id": str})
+        y, s = _as_arrays(df["label"].astype(str).str.lower().eq("true").to_numpy(),
+                          df["probability"].to_numpy())
+    except Exception:  # an unreadable file only costs the curve
+        return None
+    if frozenset(zip(df["patient_id"], y.tolist())) != patients or len(df) != len(patients):
+        return None
+    return {"y": y.tolist(), "p": s.tolist(), "patient_id": df["patient_id"].tolist()}
 
 
 def _split_key(df: pd.DataFrame, split: str) -> frozenset[tuple[str, bool]]:

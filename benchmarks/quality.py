@@ -10,7 +10,8 @@ above truncation.
 
 Prints one JSON summary on stdout (progress goes to stderr). On 2 CPU cores a 200-patient run
 takes 20+ minutes (two fine-tunings). ``--reuse`` keeps the cohort, index and runs already in
-``--workdir`` and only redoes what is missing; ``--device cuda`` embeds and trains on a GPU.
+``--workdir`` and only redoes what is missing; ``--device cuda`` embeds on a GPU (the LLM uses a
+GPU whenever one is visible).
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default="quality-bench", help="folder for cohort, index, runs")
     ap.add_argument("--prevalence", type=float, default=0.25)
     ap.add_argument("--noise", type=float, default=0.0, help="share of flipped labels")
-    ap.add_argument("--device", default=None, help="cpu / cuda (embedder and LLM); default: auto")
+    ap.add_argument("--device", default=None,
+                    help="embedder device: cpu / cuda (default auto); the LLM trains and scores "
+                         "on a GPU whenever one is visible")
     ap.add_argument("--batch-size", type=int, default=None, help="scoring batch size")
     ap.add_argument("--no-truncate", action="store_true", help="skip the truncated-context run")
     ap.add_argument("--zero-shot", action="store_true", help="also record and evaluate zero-shot")

@@ -321,7 +321,9 @@ def test_read_split_and_threshold(tmp_path: Path) -> None:
 def test_sibling_baselines_match_split_index_and_kind(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     me = _make_run(runs / "default")
-    _make_run(runs / "zs", zero_shot=True, metrics_split="test")
+    zs = _make_run(runs / "zs", zero_shot=True, metrics_split="test")
+    pd.DataFrame({"patient_id": ["D", "C", "B", "A"], "label": [False, True, False, True],
+                  "probability": [0.1, 0.3, 0.2, 0.9]}).to_csv(zs / "predictions.csv", index=False)
     _make_run(runs / "trunc", strategy="truncate")  # not evaluated yet
     _make_run(runs / "trunc_val", strategy="truncate", metrics_split="validation")
     _make_run(runs / "other_split", strategy="truncate", test_ids=("A", "B", "C", "E"),
@@ -333,6 +335,7 @@ def test_sibling_baselines_match_split_index_and_kind(tmp_path: Path) -> None:
     found, remarks = sibling_baselines(me, "test")
     assert list(found) == ["zero-shot run (zs)"]
     assert found["zero-shot run (zs)"]["auroc"] == 1.0
+    assert found["zero-shot run (zs)"]["curve"]["patient_id"] == ["D", "C", "B", "A"]
     assert len(remarks) == 2
     assert any("(trunc)" in r and "ards-rag evaluate --run" in r for r in remarks)
     assert any("(trunc_val)" in r for r in remarks)
