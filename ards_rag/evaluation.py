@@ -1,8 +1,18 @@
 """Evaluation: classification metrics, the decision threshold, plots and the run's report.
 
-The pure functions (:func:`binary_metrics`, :func:`best_f1_threshold`) need only numpy; they are
-what training uses to choose the threshold on the validation split and what ``evaluate`` uses to
-score the test split.
+Three layers, each usable alone:
+
+- Pure metrics on arrays (:func:`binary_metrics`, :func:`best_f1_threshold`, :func:`auroc`,
+  :func:`average_precision`, :func:`bootstrap_ci`, :func:`paired_bootstrap_delta`): training
+  uses :func:`best_f1_threshold` to choose the threshold on the validation split.
+- :func:`write_evaluation`: from a predictions frame, the threshold, baselines and evidence
+  passages, writes ``metrics.json``, ``predictions.csv``, four PNG plots and ``report.md``; no
+  model needed.
+- :class:`Evaluator` (``ards-rag evaluate``): scores a run's split through
+  :func:`ards_rag.prediction.predict_patients`, computes the baselines on the same patients
+  (:func:`text_baselines`, :func:`sibling_baselines`) and calls :func:`write_evaluation`.
+
+Reports quote note snippets (PHI) and stay in the local run folder; nothing here logs note text.
 
 Conventions used throughout:
 
@@ -24,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from .errors import IndexStoreError, InputError, RunError
 
 #: The threshold returned when F1 cannot choose one (only one class present in ``y_true``).
 FALLBACK_THRESHOLD = 0.5
@@ -820,7 +830,6 @@ MANIFEST_FILE = "index_manifest.json"
 def read_split(run_dir: str | Path) -> pd.DataFrame:
     """The run's ``split.csv`` as ``patient_id`` (str), ``split`` (str), ``label`` (pandas
     boolean). Raises :class:`~ards_rag.errors.RunError` when it is missing or malformed."""
-    from .errors import RunError
     from .notes import parse_label
 
     path = Path(run_dir) / SPLIT_FILE
@@ -845,8 +854,6 @@ def read_split(run_dir: str | Path) -> pd.DataFrame:
 
 def read_threshold(run_dir: str | Path) -> tuple[float, dict[str, Any]]:
     """The run's decision threshold and the whole ``threshold.json`` (``chosen_on``, ``rule``)."""
-    from .errors import RunError
-
     path = Path(run_dir) / THRESHOLD_FILE
     if not path.is_file():
         raise RunError(f"{path}: not found; the run has no decision threshold, retrain it")
@@ -945,8 +952,6 @@ def text_baselines(texts: pd.Series, split_df: pd.DataFrame, split: str = "test"
         return {}
     missing = sorted(set(labeled["patient_id"]) - set(texts.index))
     if missing:
-        from .errors import RunError
-
         raise RunError(
             f"patient {missing[0]!r} of the run's split.csv has no notes in the index "
             f"({len(missing)} missing); evaluate against the index the run was trained on"
@@ -1107,14 +1112,10 @@ class Evaluator:
     # The steps, separately callable ----------------------------------------------------------
 
     def _check_run(self) -> None:
-        from .errors import RunError
-
         if not self.run_dir.is_dir():
             raise RunError(f"{self.run_dir}: run folder not found; train one with `ards-rag train`")
 
     def _resolve_index_dir(self) -> Path:
-        from .errors import RunError
-
         if self.index_dir is not None:
             return self.index_dir
         recorded = run_kind(self.run_dir).get("index")
@@ -1124,8 +1125,6 @@ class Evaluator:
 
     def patients(self, split_df: pd.DataFrame) -> pd.DataFrame:
         """The labeled patients of the evaluated split (``patient_id``, ``label``)."""
-        from .errors import RunError
-
         part = split_df[(split_df["split"] == self.split) & split_df["label"].notna()]
         if part.empty:
             raise RunError(
@@ -1176,8 +1175,6 @@ class Evaluator:
         frame = target.merge(preds.drop(columns=["label"], errors="ignore"), on="patient_id",
                              how="left", validate="one_to_one")
         if frame["probability"].isna().any():
-            from .errors import RunError
-
             pid = frame.loc[frame["probability"].isna(), "patient_id"].iloc[0]
             raise RunError(f"patient {pid!r} was not scored by the run; re-run evaluate")
         frame["label"] = frame["label"].astype(bool)
@@ -1210,7 +1207,6 @@ class Evaluator:
     def patient_texts(index: Any) -> pd.Series:
         """Each patient's whole notes (patient id -> text), from the index's notes (or rebuilt
         from its passages for an in-memory index that keeps none)."""
-        from .errors import IndexStoreError
         from .notes import patient_texts
 
         try:

@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=None, help="scoring batch size")
     ap.add_argument("--no-truncate", action="store_true", help="skip the truncated-context run")
     ap.add_argument("--zero-shot", action="store_true", help="also record and evaluate zero-shot")
+    ap.add_argument("--max-notes", type=int, default=None,
+                    help="keep only each patient's first N notes (a quick smoke run)")
     ap.add_argument("--reuse", action="store_true",
                     help="keep what already exists in --workdir (cohort, index, runs)")
     args = ap.parse_args(argv)
@@ -91,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.reuse and notes_csv.is_file()):
         timed("synth", timings, write_cohort, cohort, n_patients=args.patients, seed=args.seed,
               prevalence=args.prevalence, noise=args.noise)
+        if args.max_notes:
+            import pandas as pd
+
+            notes = pd.read_csv(notes_csv, dtype=str, keep_default_na=False)
+            notes.groupby("patient_id", sort=False).head(args.max_notes).to_csv(notes_csv,
+                                                                                 index=False)
     index_dir = work / "index"
     if not (args.reuse and (index_dir / "manifest.json").is_file()):
         table = load_notes(notes_csv)
@@ -146,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"
                    + (f", device {args.device}" if args.device else ""),
         "patients": args.patients,
+        "max_notes": args.max_notes,
         "seed": args.seed,
         "config": args.config or "built-in default",
         "workdir": str(work),
