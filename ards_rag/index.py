@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .chunking import ChunkParams, chunk_notes_with_ids, note_hash
+from .chunking import PASSAGE_COLUMNS, ChunkParams, iter_chunks, note_hash
 from .config import Config, save_config
 from .embedding import Embedder, embedder_from_config, resolve_embedder_path
 from .errors import ConfigError, IndexStoreError, ManifestMismatchError
@@ -246,33 +246,50 @@ def _build(
             reason = f"{index_dir} holds no complete index"
 
     with atomic_dir(index_dir) as tmp:
-        passages, ids = chunk_notes_with_ids(notes, emb.tokenizer, params, hashes=hashes)
-        n = len(passages)
-        vectors = np.empty((n, emb.dimension), dtype=np.float32)
-        todo = np.ones(n, dtype=bool)
+        # Chunk part by part (in worker processes for big tables) and embed each part while the
+        # next ones are being chunked; vectors of unchanged passages come from the old index.
+        key = ["note_hash", "char_start", "char_end"]
+        old_rows = None
         old_ids: dict[str, str] = {}
         if previous is not None:
-            old_p = previous.passages
-            key = ["note_hash", "char_start", "char_end"]
-            old_rows = old_p[key].copy()
-            old_rows["old_row"] = np.arange(len(old_p), dtype=np.int64)
+            old_rows = previous.passages[key].copy()
+            old_rows["old_row"] = np.arange(len(previous.passages), dtype=np.int64)
             old_rows = old_rows.drop_duplicates(key)
-            hit = passages[key].merge(old_rows, on=key, how="left")["old_row"].to_numpy()
-            found = ~pd.isna(hit)
-            if found.any():
-                vectors[found] = previous.vectors[hit[found].astype(np.int64)]
-            todo = ~found
             old_notes = previous.notes()
             old_ids = dict(zip(old_notes["note_id"], old_notes["note_hash"], strict=True))
-        t_emb = time.perf_counter()
-        todo_rows = np.flatnonzero(todo)
-        if len(todo_rows):
-            batch = int(cfg.get("embedder", {}).get("batch_size", 64))
-            vectors[todo_rows] = emb.encode_ids(
-                [ids[i] for i in todo_rows], batch_size=batch, progress=progress, desc="embedding passages"
-            )
-        embed_seconds = time.perf_counter() - t_emb
-        del ids
+        batch = int(cfg.get("embedder", {}).get("batch_size", 64))
+        frames: list[pd.DataFrame] = []
+        vec_parts: list[np.ndarray] = []
+        n_todo = 0
+        embed_seconds = 0.0
+        workers = int(cfg.get("chunking", {}).get("workers", 0) or 0)
+        for part, ids in iter_chunks(notes, emb.tokenizer, params, hashes=hashes, workers=workers):
+            vecs = np.empty((len(part), emb.dimension), dtype=np.float32)
+            todo = np.ones(len(part), dtype=bool)
+            if old_rows is not None and len(part):
+                hit = part[key].merge(old_rows, on=key, how="left")["old_row"].to_numpy()
+                found = ~pd.isna(hit)
+                if found.any():
+                    vecs[found] = previous.vectors[hit[found].astype(np.int64)]
+                todo = ~found
+            todo_rows = np.flatnonzero(todo)
+            if len(todo_rows):
+                t_emb = time.perf_counter()
+                vecs[todo_rows] = emb.encode_ids(
+                    [ids[i] for i in todo_rows], batch_size=batch, progress=progress, desc="embedding passages"
+                )
+                embed_seconds += time.perf_counter() - t_emb
+            n_todo += len(todo_rows)
+            frames.append(part)
+            vec_parts.append(vecs)
+            del ids
+        passages = (
+            pd.concat(frames, ignore_index=True) if len(frames) > 1
+            else (frames[0] if frames else pd.DataFrame(columns=PASSAGE_COLUMNS))
+        )
+        vectors = np.concatenate(vec_parts) if vec_parts else np.zeros((0, emb.dimension), np.float32)
+        del frames, vec_parts
+        n = len(passages)
 
         index = faiss.IndexFlatIP(emb.dimension)
         if n:
@@ -321,8 +338,8 @@ def _build(
         patients=counts["patients"],
         notes=counts["notes"],
         passages=n,
-        embedded=int(len(todo_rows)),
-        reused=int(n - len(todo_rows)),
+        embedded=int(n_todo),
+        reused=int(n - n_todo),
         notes_new=n_new,
         notes_changed=n_changed,
         notes_unchanged=len(new_ids) - n_new - n_changed,
@@ -483,7 +500,7 @@ class NotesIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(vectors)
-        notes = passages.drop_duplicates("note_id")[["patient_id", "note_id"]]
+        notes = passages.drop_duplicates(["patient_id", "note_id"])[["patient_id", "note_id"]]
         patients = _patients_table(notes, passages, labels)
         manifest = {
             "format_version": FORMAT_VERSION,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -130,3 +131,17 @@ def test_bad_parameters_are_refused(tokenizer, notes):
         chunk_notes(notes, tokenizer, 64, 40)
     with pytest.raises(ConfigError, match="text"):
         chunk_notes(notes.drop(columns="text"), tokenizer, 64, 8)
+
+
+def test_parallel_chunking_gives_identical_passages(tokenizer, notes):
+    from ards_rag.chunking import ChunkParams, chunk_notes_with_ids
+
+    many = pd.concat([notes.assign(note_id=notes.note_id + f"-{k}") for k in range(6)], ignore_index=True)
+    one, ids1 = chunk_notes_with_ids(many, tokenizer, ChunkParams(64, 8, 24), workers=1)
+    two, ids2 = chunk_notes_with_ids(many, tokenizer, ChunkParams(64, 8, 24), workers=2, batch_size=4)
+    pd.testing.assert_frame_equal(one, two)
+    assert len(ids1) == len(ids2) == len(one)
+    assert all(np.array_equal(a, b) for a, b in zip(ids1, ids2, strict=True))
+    # The token ids are the note's tokens: [CLS] + ids + [SEP] is what the embedder reads.
+    for row, ids in zip(one.itertuples(), ids1, strict=True):
+        assert len(ids) + 2 == row.n_tokens
