@@ -11,12 +11,13 @@ answers (e.g. a BOS that some tokenizers prepend to the target).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,7 @@ def check_index_matches(run_dir: str | Path, index: Any) -> None:
 def _comparable(value: Any) -> Any:
     if isinstance(value, dict):
         # Where the embedder was found on disk may change between machines; what it is may not.
-        return {k: _comparable(v) for k, v in value.items() if k not in ("path", "seconds")}
+        return {k: _comparable(v) for k, v in value.items() if k not in ("path", "seconds", "dtype")}
     return value
 
 
@@ -260,13 +261,37 @@ class Scorer:
         return [str(v).strip() for v in preds[column].tolist()]
 
 
+@contextlib.contextmanager
+def _tolerant_ludwig_configs() -> Iterator[None]:
+    """Let Ludwig 0.17.10 load the LLM configs it saves.
+
+    ``LudwigModel.load`` validates the saved config, then re-validates ``config_obj.to_dict()``,
+    which carries ``adapters: null``; the JSON schema rejects that null ("None is not of type
+    'object'"), so no saved LLM model loads. A top-level null means "the default", so nulls are
+    dropped before validation.
+    """
+    from ludwig.schema.model_types.base import ModelConfig
+
+    original = ModelConfig.__dict__["from_dict"]
+
+    def from_dict(config: dict[str, Any]) -> Any:
+        if isinstance(config, dict):
+            config = {k: v for k, v in config.items() if v is not None}
+        return original.__func__(config)
+
+    ModelConfig.from_dict = staticmethod(from_dict)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ModelConfig.from_dict = original  # type: ignore[method-assign]
+
+
 def _load_ludwig(model_dir: Path) -> Any:
-    import torch
     from ludwig.api import LudwigModel
 
     try:
-        return LudwigModel.load(str(model_dir), logging_level=logging.ERROR, backend="local",
-                                gpus=None if torch.cuda.is_available() else -1)
+        with _tolerant_ludwig_configs():
+            return LudwigModel.load(str(model_dir), logging_level=logging.ERROR, backend="local")
     except Exception as exc:  # noqa: BLE001 - a damaged model folder: one clear line
         first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise RunError(f"{model_dir}: cannot load the Ludwig model ({first}); train the run again") from None

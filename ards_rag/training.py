@@ -554,14 +554,12 @@ def _run_ludwig(lcfg: dict[str, Any], dataset: pd.DataFrame, out_dir: Path, seed
     the step timer. Ludwig's own output folder is removed afterwards (checkpoints)."""
     import shutil
 
-    import torch
     from ludwig.api import LudwigModel
 
     timer = None if zero_shot else _step_timer()
     level = logging.INFO if progress else logging.ERROR
     model = LudwigModel(config=lcfg, logging_level=level, backend="local",
-                        callbacks=[timer] if timer is not None else None,
-                        gpus=None if torch.cuda.is_available() else -1)
+                        callbacks=[timer] if timer is not None else None)
     work = out_dir / "ludwig"
     try:
         with adapter_only_checkpoints():
@@ -577,9 +575,9 @@ def _run_ludwig(lcfg: dict[str, Any], dataset: pd.DataFrame, out_dir: Path, seed
                 skip_save_processed_input=True,
                 random_seed=seed,
             )
-    except (ValueError, RuntimeError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever Ludwig raises, one line for the user
         first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        raise TrainingError(f"Ludwig training failed: {first}") from exc
+        raise TrainingError(f"Ludwig training failed ({type(exc).__name__}: {first})") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
     stats = getattr(results, "train_stats", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +112,28 @@ def test_a_maximum_below_the_template_is_a_config_error(smollm2_tokenizer) -> No
     cfg["ludwig"]["preprocessing"]["global_max_sequence_length"] = None
     with pytest.raises(ConfigError, match="positive integer"):
         context_budget(cfg, smollm2_tokenizer)
+
+
+# -------------------------------------------------------------------------------- configs
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_default_yaml_equals_the_built_in_defaults() -> None:
+    from ards_rag.config import DEFAULTS, read_yaml
+
+    assert read_yaml(CONFIGS / "default.yaml") == DEFAULTS
+    assert resolve_config(CONFIGS / "default.yaml") == resolve_config()
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "gemma3-270m.yaml", "llama2-7b-qlora.yaml"])
+def test_shipped_configs_resolve_and_leave_room_for_context(name: str, smollm2_tokenizer) -> None:  # noqa: ANN001
+    cfg = resolve_config(CONFIGS / name)
+    assert cfg["ludwig"]["trainer"]["type"] == "finetune"
+    assert cfg["ludwig"]["generation"]["do_sample"] is False
+    assert cfg["ludwig"]["backend"]["type"] == "local"
+    assert context_budget(cfg, smollm2_tokenizer) >= 256
+    if name.startswith("llama2"):
+        q = cfg["ludwig"]["quantization"]
+        assert (q["bits"], q["bnb_4bit_quant_type"], q["bnb_4bit_compute_dtype"]) == (4, "nf4", "bfloat16")
+        assert cfg["ludwig"]["trainer"]["enable_gradient_checkpointing"] is True

