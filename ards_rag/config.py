@@ -82,9 +82,12 @@ DEFAULTS: Config = {
     },
     # --- split --------------------------------------------------------------------------------
     "split": {
-        "validation": 0.15,
-        "test": 0.15,
-        "balance": "oversample",  # or "none": oversample the minority class in train only
+        # Patient-level, stratified by label, seeded by `seed`; saved as split.csv in the run.
+        "validation": 0.15,  # fraction of labeled patients (threshold + best checkpoint)
+        "test": 0.15,  # fraction of labeled patients held out for `evaluate`
+        # "oversample": repeat minority-class patients (train split only) up to the majority
+        # count; "none": keep the natural imbalance.
+        "balance": "oversample",
     },
     # --- ludwig -------------------------------------------------------------------------------
     "ludwig": {
@@ -94,16 +97,21 @@ DEFAULTS: Config = {
         "input_features": [{"name": "context", "type": "text"}],
         "output_features": [{"name": "label", "type": "text"}],
         "adapter": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.05},
+        # null: full precision; {bits: 4, ...}: QLoRA (a GPU setup; 4-bit runs ~6x slower on a CPU)
+        "quantization": None,
         "generation": {"max_new_tokens": 2, "do_sample": False},
         "trainer": {
-            "type": "finetune",
+            "type": "finetune",  # `ards-rag train --zero-shot` records a run with type none
             "epochs": 2,
             "batch_size": 4,
+            "eval_batch_size": 8,
             "learning_rate": 0.0003,
             "gradient_accumulation_steps": 1,
+            "enable_gradient_checkpointing": False,
         },
-        "preprocessing": {"global_max_sequence_length": 512},
-        "backend": {"type": "local"},
+        # prompt + answer tokens, at most; the retrieved context gets what the prompt leaves
+        "preprocessing": {"global_max_sequence_length": 384},
+        "backend": {"type": "local"},  # never Ray, even when a Ray cluster is reachable
     },
 }
 
