@@ -64,7 +64,9 @@ DEFAULTS: Config = {
             "hypoxemic respiratory failure on the ventilator, intubated",
             "worsening bilateral pulmonary infiltrates, not explained by heart failure",
         ],
-        "fusion": "max",
+        # per-passage score from the cosines to the queries: mean | max | mean_top2 | rrf
+        # (mean: best evidence recall at small budgets in benchmarks/retrieval_quality.py)
+        "fusion": "mean",
         "candidates": 64,  # best passages re-scored by the reranker (when one is set)
         "dedup_threshold": 0.95,  # cosine above which a passage is a near-duplicate
         "context_tokens": "auto",  # auto: derived from the prompt and global_max_sequence_length
