@@ -377,9 +377,9 @@ _INSULT_WEIGHTS = [("pneumonia", 0.3), ("sepsis", 0.22), ("aspiration", 0.15),
                    ("pancreatitis", 0.11), ("trauma", 0.1), ("transfusion", 0.07),
                    ("overdose", 0.05)]
 
-_NEG_SCENARIOS = [("normal", 0.15), ("lobar_pneumonia", 0.14), ("cardiogenic_edema", 0.16),
+_NEG_SCENARIOS = [("normal", 0.12), ("lobar_pneumonia", 0.14), ("cardiogenic_edema", 0.16),
                   ("atelectasis", 0.1), ("copd", 0.07), ("postop", 0.09), ("nodule", 0.06),
-                  ("overload_mimic", 0.17), ("chronic_ild", 0.06)]
+                  ("overload_mimic", 0.2), ("chronic_ild", 0.06), ("late_bilateral", 0.065)]
 
 _NEG_HX = {
     "normal": ["GI bleed", "DKA", "upper GI bleed", "altered mental status", "alcohol withdrawal",
@@ -400,6 +400,7 @@ _NEG_HX = {
                "s/p VATS wedge resection", "s/p Whipple", "s/p CABG x3", "s/p MVR"],
     "nodule": ["incidental lung nodule", "weight loss, smoker", "hemoptysis",
                "h/o lung cancer s/p resection", "chronic cough"],
+    "late_bilateral": ["prolonged ICU stay", "critical illness"],
     "chronic_ild": ["IPF", "pulmonary fibrosis on home O2", "ILD, worsening dyspnea",
                     "scleroderma ILD", "chronic hypersensitivity pneumonitis"],
     "overload_mimic": ["septic shock s/p aggressive fluid resuscitation", "urosepsis, +10L",
@@ -435,6 +436,11 @@ class _Patient:
     def on_vent(self, day: float) -> bool:
         return self.intubated is not None and self.intubated[0] <= day < self.intubated[1]
 
+    @property
+    def looks_positive(self) -> bool:
+        """Imaging written like a positive's: positives and late (non-Berlin) bilateral cases."""
+        return self.positive or self.scenario == "late_bilateral"
+
     def man(self) -> str:
         return "man" if self.sex == "M" else "woman"
 
@@ -460,7 +466,7 @@ def _indication(r: Rng, p: _Patient, day: float, question: str, extra: str = "")
     if p.on_vent(day) and r.random() < 0.6:
         status = _pick(r, ["intubated", "on vent", "intubated and sedated", "vented", "s/p intubation"])
     hx = p.hx if r.random() < 0.85 else _pick(r, ["___", "critical illness", "ICU stay"])
-    if p.pmh and r.random() < 0.45:
+    if p.pmh and r.random() < 0.6:
         hx = _pick(r, [f"h/o {p.pmh}, now with {hx}", f"PMH {p.pmh}, p/w {hx}",
                        f"{p.pmh}, admitted with {hx}", f"{hx}, h/o {p.pmh}"])
     pieces = [f"{who} with {hx}"]
@@ -525,7 +531,7 @@ def _devices(r: Rng, p: _Patient, day: float) -> list[str]:
 
 def _brief_lungs(r: Rng, p: _Patient, day: float) -> list[str]:
     """Non-specific parenchymal statement of a line/tube check (shared by all classes)."""
-    if p.positive and day >= p.onset_day - 0.3:
+    if p.looks_positive and day >= p.onset_day - 0.3:
         clear_ok = False
     else:
         clear_ok = p.scenario in {"normal", "nodule", "postop"} or day < p.onset_day - 0.3
@@ -1281,15 +1287,15 @@ def _bilateral_study(r: Rng, p: _Patient, day: float, first: bool, stage: str, l
     # heart, vessels, pleura: positives mostly have no cardiac explanation (by how clear the
     # case is); mimics mostly do, cardiogenic edema nearly always
     c = p.clarity
-    if p.positive:
-        big, congest = 0.05 + 0.3 * (1 - c), 0.4 * (1 - c)
+    if p.looks_positive:
+        big, congest = 0.05 + 0.4 * (1 - c), 0.5 * (1 - c)
         pl = [(_pleura_clear, 0.5 + 0.4 * c), (_pleura_small, 0.5 - 0.4 * c), (_pleura_big, 0.05)]
     elif p.scenario == "cardiogenic_edema":
         big, congest = 0.85, 0.8
         pl = [(_pleura_clear, 0.1), (_pleura_small, 0.4), (_pleura_big, 0.5)]
     else:
-        big, congest = 0.35, 0.5
-        pl = [(_pleura_clear, 0.25), (_pleura_small, 0.45), (_pleura_big, 0.3)]
+        big, congest = 0.25, 0.4
+        pl = [(_pleura_clear, 0.4), (_pleura_small, 0.4), (_pleura_big, 0.2)]
     if not ct and stage != "resolve" and r.random() < congest:
         lungs.append(_congestion(r))
     big_heart = r.random() < big
@@ -1305,7 +1311,7 @@ def _bilateral_study(r: Rng, p: _Patient, day: float, first: bool, stage: str, l
     # impression
     fill = {"change": change, "Change": _cap(change), "hx": p.hx}
     if stage == "resolve" or (stage in ("improve", "late") and r.random() < 0.3):
-        imp = [_pick(r, _IMP_DIURESIS if not p.positive or r.random() < 0.5 else
+        imp = [_pick(r, _IMP_DIURESIS if not p.looks_positive or r.random() < 0.5 else
                      ["Bilateral opacities have improved.", "Improving bilateral opacities."])]
     elif r.random() < 0.5:
         imp = [_pick(r, _IMP_SHARED).format(**fill)]
@@ -1320,7 +1326,8 @@ def _bilateral_study(r: Rng, p: _Patient, day: float, first: bool, stage: str, l
                       "failure, ETT position?", "new intubation", "hypoxemia, intubated, eval"])
     extra = ""
     if p.on_vent(day) and r.random() < 0.5:
-        pool = _VENT_EXTRA_SHARED + (_VENT_EXTRA_ARDS if p.positive else [])
+        pool = _VENT_EXTRA_SHARED + (_VENT_EXTRA_ARDS if p.looks_positive or r.random() < 0.3
+                                     else [])
         extra = _pick(r, pool)
     if ct:
         n = _ct_chest(r, p, day, first, _pick(r, ["eval for PE", "worsening hypoxemia, r/o PE",
@@ -1418,13 +1425,15 @@ def _neg_key_note(r: Rng, p: _Patient, day: float, first: bool, phase: int) -> _
     sc = p.scenario
     kinds: list[str] = []
     if sc in ("cardiogenic_edema", "overload_mimic"):
-        bilat = r.random() < (0.8 if sc == "overload_mimic" else 0.55)
+        mimic = sc == "overload_mimic"
+        bilat = r.random() < (0.9 if mimic else 0.55)
         if bilat:
             if phase == 0:
                 stage = _pick(r, ["onset", "worse", "onset"])
             else:
-                stage = _pick(r, ["resolve", "resolve", "improve", "persist"])
-            lean = "edema" if r.random() < 0.7 else "ards"
+                stage = _pick(r, ["resolve", "improve", "persist", "worse"] if mimic else
+                              ["resolve", "resolve", "improve", "persist"])
+            lean = "edema" if r.random() < (0.55 if mimic else 0.75) else "ards"
             return _bilateral_study(r, p, day, first, stage, lean, ct=r.random() < 0.12)
         if phase == 0:
             lungs = [_congestion(r)]
@@ -1592,9 +1601,9 @@ def _n_notes(r: Rng) -> int:
 
 
 def _background(r: Rng, p: _Patient, day: float, first: bool) -> _Note:
-    ct_chest_ok = not p.positive or day < p.onset_day - 0.5
+    ct_chest_ok = not p.looks_positive or day < p.onset_day - 0.5
     kind = _wpick(r, [("cxr", 0.26), ("ct_abd", 0.2), ("us", 0.14), ("ct_head", 0.08),
-                      ("abd_film", 0.03), ("proc", 0.16), ("echo", 0.08 if not p.positive else 0.0),
+                      ("abd_film", 0.03), ("proc", 0.16), ("echo", 0.08 if not p.looks_positive else 0.0),
                       ("ct_chest", 0.06 if ct_chest_ok else 0.0)])
     if kind == "ct_chest":
         return _ct_chest(r, p, day, first, _pick(r, ["eval for PE", "tachycardia, r/o PE",
@@ -1630,7 +1639,7 @@ def _make_patient(r: Rng, pid: str, positive: bool, trapped: bool, mention: bool
         insult = _wpick(r, _INSULT_WEIGHTS)
         scenario = "ards"
         hx = _pick(r, _INSULTS[insult]["hx"])
-        if insult in ("sepsis", "pancreatitis", "transfusion") and r.random() < 0.3:
+        if insult in ("sepsis", "pancreatitis", "transfusion") and r.random() < 0.45:
             hx = _pick(r, _RESUSC_HX)
     else:
         scenario = _wpick(r, _NEG_SCENARIOS)
@@ -1638,7 +1647,10 @@ def _make_patient(r: Rng, pid: str, positive: bool, trapped: bool, mention: bool
         # without lung injury, or with a lung picture that Berlin does not call ARDS
         insult = ""
         hx = _pick(r, _NEG_HX[scenario])
-        if scenario in ("normal", "atelectasis", "overload_mimic", "postop") and r.random() < 0.6:
+        if scenario == "late_bilateral":
+            insult = _wpick(r, _INSULT_WEIGHTS)
+            hx = _pick(r, _INSULTS[insult]["hx"])
+        elif scenario in ("normal", "atelectasis", "overload_mimic", "postop") and r.random() < 0.6:
             insult = _wpick(r, _INSULT_WEIGHTS)
             if scenario == "postop" and insult not in ("trauma", "pancreatitis", "sepsis"):
                 insult = "trauma"
@@ -1657,6 +1669,7 @@ def _make_patient(r: Rng, pid: str, positive: bool, trapped: bool, mention: bool
     p = _Patient(pid, positive, sex, scenario, insult, comorbid, admit, n, hx=hx,
                  pmh=", ".join(pmh))
     p.mention = mention
+    # how clear-cut the chest imaging is: a positive's low clarity reads like fluid overload
     p.clarity = r.random()
     los = max(1.0, n * r.uniform(0.45, 1.2))
     p.times = sorted(r.uniform(0, los) for _ in range(n))
@@ -1671,7 +1684,7 @@ def _make_patient(r: Rng, pid: str, positive: bool, trapped: bool, mention: bool
 
 def _pos_lean(r: Rng, p: _Patient) -> str:
     # a less clear-cut positive is read more often as edema
-    return "ards" if r.random() < 0.6 + 0.35 * p.clarity else "edema"
+    return "ards" if r.random() < 0.5 + 0.45 * p.clarity else "edema"
 
 
 def _schedule(r: Rng, p: _Patient) -> list[_Note]:
@@ -1679,20 +1692,30 @@ def _schedule(r: Rng, p: _Patient) -> list[_Note]:
     n = p.n_notes
     t = p.times
     roles: list[str] = ["bg"] * n
-    if p.positive:
+    if p.looks_positive:
         # onset anywhere in the timeline; evidence in a minority of notes
         n_ev = max(1, min((n - 1) // 2 if n > 2 else 1, round(n * r.uniform(0.12, 0.35))))
         i_on = r.randrange(n)
         # keep room after onset for an evolution note when possible
         if n_ev >= 2 and i_on == n - 1 and n > 2:
             i_on = r.randrange(n - 1)
+        left = n_ev - 1
+        if p.positive:
+            before = [i for i in range(i_on) if t[i_on] - t[i] <= 7.0]
+            if left and before and r.random() < 0.7:
+                roles[r.choice(before[-3:])] = "insult"
+                left -= 1
+        else:
+            # late_bilateral: the same picture, but more than a week after the insult (documented
+            # in the first note), so it falls outside the Berlin window
+            i_on = max(1, i_on)
+            gap = r.uniform(8.5, 14.0) - (t[i_on] - t[0])
+            if gap > 0:
+                for i in range(i_on, n):
+                    t[i] += gap
+            roles[0] = "insult"
         p.onset_day = t[i_on]
         roles[i_on] = "onset"
-        left = n_ev - 1
-        before = [i for i in range(i_on) if t[i_on] - t[i] <= 7.0]
-        if left and before and r.random() < 0.7:
-            roles[r.choice(before[-3:])] = "insult"
-            left -= 1
         after = [i for i in range(i_on + 1, n)]
         r.shuffle(after)
         for i in sorted(after[:left]):
@@ -1721,6 +1744,10 @@ def _schedule(r: Rng, p: _Patient) -> list[_Note]:
                 roles[free[k]] = kind
             else:  # a 2-note patient: the trap replaces the follow-up key note
                 roles[idx[-1]] = kind
+        # an insult without lung injury is documented like a positive's
+        free = free[len(p.trap_kinds):]
+        if p.insult and free and r.random() < 0.6:
+            roles[free[0]] = "insult"
         vent_p = {"overload_mimic": 0.7, "lobar_pneumonia": 0.4, "cardiogenic_edema": 0.3,
                   "postop": 0.5, "normal": 0.35, "atelectasis": 0.3, "copd": 0.35, "nodule": 0.1,
                   "chronic_ild": 0.25}
@@ -1795,7 +1822,8 @@ def _render(r: Rng, note: _Note) -> str:
         out.append("")
     for head, body in note.sections:
         if head == "__PRE__":
-            out.append(body)
+            for line in body.split("\n"):
+                out.extend(_wrap(line, 78) if len(line) > 78 and line[0] != "_" else [line])
             continue
         if r.random() < typo_p / 4 and head in ("FINDINGS", "IMPRESSION", "INDICATION",
                                                  "PROCEDURE DETAILS", "Conclusions"):
@@ -1864,32 +1892,33 @@ def generate_cohort(
     positives = [i for i in order[:n_pos]]
     master.shuffle(positives)
     mention = set(positives[: round(_POS_MENTION * n_pos)])
+    patient_seeds = [master.getrandbits(64) for _ in range(n_patients)]
+    # drawn last, so that noise changes labels only, never the text
     flips = set(master.sample(range(n_patients), round(noise * n_patients)))
     width = max(6, len(str(n_patients)))
 
     note_rows: list[tuple[str, str, str, str, str, str]] = []
     ev_rows: list[tuple[str, str, str]] = []
     for i in range(n_patients):
-        r = random.Random(master.getrandbits(64))
+        r = random.Random(patient_seeds[i])
         pid = f"P{i + 1:0{width}d}"
         p = _make_patient(r, pid, positive[i], i in trapped, i in mention)
         notes = _schedule(r, p)
         label = positive[i] != (i in flips)
         lab = "true" if label else "false"
-        seen: set[float] = set()
+        prev: datetime | None = None
         for k, nt in enumerate(notes, 1):
-            # distinct times: a minute apart at least
-            when = p.admit + timedelta(days=nt.day)
-            when = when.replace(second=0) + timedelta(seconds=r.randint(0, 59))
-            while when.timestamp() in seen:
-                when += timedelta(minutes=1)
-            seen.add(when.timestamp())
+            # strictly increasing times, a few minutes apart at least
+            when = p.admit + timedelta(seconds=round(nt.day * 86400))
+            if prev is not None and when <= prev:
+                when = prev + timedelta(minutes=r.randint(3, 40), seconds=r.randint(0, 59))
+            prev = when
             nid = f"{pid}-RR-{k}" if nt.note_type == "Radiology" else (
                 f"{pid}-EC-{k}" if nt.note_type == "Echo" else f"{pid}-PR-{k}")
             note_rows.append((pid, nid, _fmt_time(when), nt.note_type, _render(r, nt), lab))
             for kind in dict.fromkeys(nt.kinds):
-                if kind.startswith("trap_") and p.positive:
-                    continue
+                if kind.startswith("trap_") == p.positive:
+                    continue  # positives list their evidence, negatives their traps
                 ev_rows.append((pid, nid, kind))
     notes_df = pd.DataFrame(note_rows, columns=NOTES_COLUMNS)
     ev_df = pd.DataFrame(ev_rows, columns=EVIDENCE_COLUMNS)
