@@ -1192,6 +1192,12 @@ class Evaluator:
             found, remarks = sibling_baselines(self.run_dir, self.split, split_df)
             baselines.update(found)
 
+        if self.split == threshold_info.get("chosen_on", "validation"):
+            remarks.insert(0, f"the threshold was chosen on this same {self.split} split: "
+                              "these figures are optimistic; judge the model on the test split")
+        if self.split == "train":
+            remarks.insert(0, "the model was fine-tuned on these patients: training-set figures "
+                              "show fit, not how it does on new patients")
         kind = run_kind(self.run_dir)
         kind["index"] = str(index_dir)
         label = "zero-shot" if kind["zero_shot"] else "fine-tuned"
