@@ -21,6 +21,7 @@ import copy
 import json
 import logging
 import math
+import os
 import platform
 import sys
 import time
@@ -245,8 +246,9 @@ def adapter_only_checkpoints() -> Iterator[None]:
         MultiNodeCheckpoint.get_model_state_dict = original  # type: ignore[method-assign]
 
 
-def _step_timer() -> Any:
-    """A Ludwig callback recording the wall time of each training step and evaluation."""
+def _step_timer(say: Callable[[str], None] = lambda msg: None, epochs: int = 0) -> Any:
+    """A Ludwig callback recording the wall time of each training step and evaluation, and
+    reporting each finished epoch through ``say``."""
     from ludwig.callbacks import Callback
 
     class StepTimer(Callback):
@@ -276,6 +278,11 @@ def _step_timer() -> Any:
 
         def on_epoch_end(self, trainer: Any, progress_tracker: Any, save_path: str, **kw: Any) -> None:
             self.epoch_ends.append(time.perf_counter())
+            start = self.first_batch_start or self.epoch_ends[-1]
+            best = getattr(progress_tracker, "best_eval_metric_value", None)
+            best_txt = f", best validation loss {best:.4f}" if isinstance(best, float) and math.isfinite(best) else ""
+            say(f"epoch {len(self.epoch_ends)}/{epochs or '?'} done: {len(self.steps)} steps, "
+                f"{self.epoch_ends[-1] - start:.0f} s{best_txt}")
 
         def on_trainer_train_teardown(self, trainer: Any, progress_tracker: Any, save_path: str,
                                       is_coordinator: bool, **kw: Any) -> None:
@@ -462,7 +469,7 @@ def train(
 
     with atomic_dir(run) as tmp:
         model, stats, timer = _run_ludwig(lcfg, dataset[[in_col, out_col, SPLIT_COLUMN]], tmp, seed,
-                                          progress=bool(progress), zero_shot=zero_shot)
+                                          progress=bool(progress), zero_shot=zero_shot, say=say)
         t_trained = time.perf_counter()
         model.save(str(tmp / "model"))
 
@@ -537,8 +544,15 @@ def train(
         # Keys other modules read (evaluation.run_kind).
         summary.update({"index_dir": str(Path(index_dir).resolve()), "strategy": strategy})
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        _chmod_like_mkdir(tmp)  # the temporary folder was created private (mkdtemp)
     say(f"done in {report.seconds:.0f} s: {run}")
     return report
+
+
+def _chmod_like_mkdir(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
 
 
 def _f1(y: np.ndarray, pred: np.ndarray) -> float:
@@ -549,15 +563,17 @@ def _f1(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _run_ludwig(lcfg: dict[str, Any], dataset: pd.DataFrame, out_dir: Path, seed: int, *,
-                progress: bool, zero_shot: bool) -> tuple[Any, dict[str, Any], Any]:
+                progress: bool, zero_shot: bool,
+                say: Callable[[str], None] = lambda msg: None) -> tuple[Any, dict[str, Any], Any]:
     """Train (or, zero-shot, only preprocess) with Ludwig; return the model, its statistics and
     the step timer. Ludwig's own output folder is removed afterwards (checkpoints)."""
     import shutil
 
     from ludwig.api import LudwigModel
 
-    timer = None if zero_shot else _step_timer()
-    level = logging.INFO if progress else logging.ERROR
+    epochs = int((lcfg.get("trainer") or {}).get("epochs", 0) or 0)
+    timer = None if zero_shot else _step_timer(say, epochs)
+    level = logging.WARNING if progress else logging.ERROR
     model = LudwigModel(config=lcfg, logging_level=level, backend="local",
                         callbacks=[timer] if timer is not None else None)
     work = out_dir / "ludwig"

@@ -254,3 +254,21 @@ def test_probabilities_in_unit_interval(tiny_run: Path) -> None:
 
     p = Scorer.from_run(tiny_run).score(["a", "b " * 50, ""])
     assert p.shape == (3,) and np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+
+
+@pytest.mark.slow
+def test_4bit_training_finishes_and_reloads(tmp_path: Path, tiny_llama_dir: Path, small_index_dir: Path) -> None:
+    """The Ludwig 0.17.10 crash at the end of 4-bit training, as a regression test (CPU 4-bit)."""
+    import bitsandbytes as bnb
+
+    from ards_rag.prediction import Scorer
+
+    quant = {"bits": 4, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "float32"}
+    cfg = tiny_config(tiny_llama_dir, quantization=quant,
+                      trainer={"epochs": 2, "batch_size": 4, "eval_batch_size": 8})
+    report = train(small_index_dir, cfg, tmp_path / "q4", progress=False)
+    assert report.quantization == "4-bit" and report.best_epoch in (1, 2)
+    scorer = Scorer.from_run(tmp_path / "q4")
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in scorer.model.modules())
+    p = scorer.score(["Note 1: lungs clear", "Note 1: diffuse bilateral opacities"])
+    assert ((p >= 0) & (p <= 1)).all()
