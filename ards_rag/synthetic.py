@@ -181,8 +181,8 @@ _ARDS_QUAL = [" with air bronchograms", " sparing the costophrenic angles",
               ", more confluent in the dependent lungs", " with relative sparing of the apices",
               ", with a peripheral predominance", " with scattered air bronchograms", "", "", ""]
 _EDEMA_QUAL = [" with indistinct pulmonary vessels", " with peribronchial cuffing",
-               " and Kerley B lines", " in a perihilar distribution", " with perihilar haziness",
-               " and thickening of the fissures", "", ""]
+               " with Kerley B lines", " in a perihilar distribution", " with perihilar haziness",
+               " with thickening of the fissures", "", ""]
 
 
 def _bilateral_sentence(r: Rng, lean: str) -> str:
@@ -379,7 +379,7 @@ _INSULT_WEIGHTS = [("pneumonia", 0.3), ("sepsis", 0.22), ("aspiration", 0.15),
 
 _NEG_SCENARIOS = [("normal", 0.12), ("lobar_pneumonia", 0.14), ("cardiogenic_edema", 0.16),
                   ("atelectasis", 0.1), ("copd", 0.07), ("postop", 0.09), ("nodule", 0.06),
-                  ("overload_mimic", 0.2), ("chronic_ild", 0.06), ("late_bilateral", 0.065)]
+                  ("overload_mimic", 0.2), ("chronic_ild", 0.06), ("late_bilateral", 0.05)]
 
 _NEG_HX = {
     "normal": ["GI bleed", "DKA", "upper GI bleed", "altered mental status", "alcohol withdrawal",
@@ -472,7 +472,7 @@ def _indication(r: Rng, p: _Patient, day: float, question: str, extra: str = "")
     pieces = [f"{who} with {hx}"]
     if extra:
         pieces.append(extra)
-    if status:
+    elif status:
         pieces.append(status)
     body = ", ".join(pieces)
     sep = _pick(r, ["  // ", " // ", ". ", " -- ", "  REASON FOR THIS EXAMINATION: "])
@@ -554,8 +554,10 @@ def _brief_lungs(r: Rng, p: _Patient, day: float) -> list[str]:
     return out
 
 
-def _cxr_exam(r: Rng) -> tuple[str, str]:
-    exam = _wpick(r, [("CHEST (PORTABLE AP)", 0.75), ("CHEST (PA AND LAT)", 0.1),
+def _cxr_exam(r: Rng, ventilated: bool) -> tuple[str, str]:
+    # PA and lateral views need a patient who can stand: never while intubated
+    exam = _wpick(r, [("CHEST (PORTABLE AP)", 0.75), ("CHEST (PA AND LAT)", 0.0 if ventilated
+                                                                             else 0.1),
                       ("CHEST PORT. LINE PLACEMENT", 0.15)])
     if "PA AND LAT" in exam:
         return exam, _pick(r, ["Chest PA and lateral.", "PA and lateral views of the chest."])
@@ -612,7 +614,7 @@ def _radiology(exam: str, indication: str, technique: str, comparison: str,
 
 
 def _cxr_line_check(r: Rng, p: _Patient, day: float, first: bool) -> _Note:
-    exam, tech = _cxr_exam(r)
+    exam, tech = _cxr_exam(r, p.on_vent(day))
     q = _pick(r, _Q_LINE)
     dev = _devices(r, p, day)
     f1 = " ".join(dev) if dev else _pick(r, ["No lines or tubes.", "Lines and tubes removed.", ""])
@@ -1088,7 +1090,7 @@ def _procedure(r: Rng, p: _Patient, day: float, which: str | None = None) -> _No
 
 def _cxr(r: Rng, p: _Patient, day: float, first: bool, q: str, lungs: list[str],
          impression: list[str], heart: str, pleura: str, extra: str = "") -> _Note:
-    exam, tech = _cxr_exam(r)
+    exam, tech = _cxr_exam(r, p.on_vent(day))
     dev = _devices(r, p, day)
     findings = []
     if dev:
@@ -1276,9 +1278,12 @@ def _bilateral_study(r: Rng, p: _Patient, day: float, first: bool, stage: str, l
         else:
             lungs = [_bilateral_sentence(r, lean)]
             if stage != "onset" and r.random() < 0.8:
-                lead = _pick(r, [f"compared to ___, {change}", f"{change} compared to the prior exam:",
-                                 f"since ___, {change}", f"{change} from ___:"])
-                lungs[0] = _sent(lead, lungs[0][:1].lower() + lungs[0][1:])
+                verb = "have progressed" if change == "progressed" else f"are {change}"
+                lead = _pick(r, [f"Compared to ___, the bilateral opacities {verb}.",
+                                 f"{_cap(change)} compared to the prior exam.",
+                                 f"Since ___, the lung opacities {verb}.",
+                                 f"{_cap(change)} from ___."])
+                lungs.insert(0 if r.random() < 0.7 else 1, lead)
         if r.random() < 0.35:
             lungs.append(_pick(r, ["Lung volumes are low.", "Lung volumes are diminished.",
                                    "There is no focal lobar collapse.", "Air bronchograms are noted.",
