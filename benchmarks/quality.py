@@ -133,7 +133,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name, _ in reversed(plan):
         ev = Evaluator(runs / name, index_dir=index_dir, split="test",
-                       batch_size=args.batch_size, baselines=(name == "default"))
+                       batch_size=args.batch_size)
         results[name] = timed(f"evaluate {name}", timings, ev.run)
 
     default = results["default"]
