@@ -1,6 +1,6 @@
 """Evidence recall of the retrieved context on a synthetic cohort, against truncation and BM25.
 
-    .venv/bin/python benchmarks/retrieval_quality.py --patients 80 --prevalence 0.5 --budgets 340,1500
+    .venv/bin/python benchmarks/retrieval_quality.py --patients 50 --prevalence 0.6 --budgets auto,380,1500
 
 Generates a cohort (``ards_rag.synthetic.write_cohort``: notes.csv + evidence.csv), indexes it
 with the default config (the index folder is kept under ``--work`` so a rerun re-embeds nothing),
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=80)
     ap.add_argument("--prevalence", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--budgets", default="340,1500")
+    ap.add_argument("--budgets", default="auto,380,1500", help="LLM tokens; auto: the config's default budget")
     ap.add_argument("--work", default="/tmp/ards-rag-retrieval-quality")
     ap.add_argument("--tokenizer", default="llm", help="llm (the config's, via models.load_tokenizer) | minilm")
     ap.add_argument("--config", default=None, help="YAML config merged over the defaults")
@@ -127,7 +127,15 @@ def main() -> None:
     kw_all = keyword_scores(index.passages["text"].tolist())
 
     results = []
-    for budget in [int(b) for b in args.budgets.split(",")]:
+    budgets = []
+    for b in args.budgets.split(","):
+        if b == "auto":  # the default budget: what the prompt template leaves (prompt.context_budget)
+            from ards_rag.prompt import context_budget
+
+            budgets.append(int(context_budget(cfg, tokenizer)))
+        else:
+            budgets.append(int(b))
+    for budget in budgets:
         contexts: dict[str, dict[str, set[str]]] = {}
         tokens: dict[str, list[int]] = {}
         for fusion in FUSIONS:
