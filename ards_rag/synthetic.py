@@ -144,7 +144,9 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines
 
 
-_TYPO_SKIP = frozenset({"ARDS", "ARDSnet", "___"})
+# words of an ARDS mention stay intact, so that evidence and trap kinds stay true to the text
+_TYPO_SKIP = frozenset({"ARDS", "ARDSnet", "___", "acute", "Acute", "respiratory", "Respiratory",
+                        "distress", "Distress", "syndrome"})
 
 
 def _typo(r: Rng, text: str) -> str:
