@@ -390,7 +390,7 @@ _INSULT_WEIGHTS = [("pneumonia", 0.3), ("sepsis", 0.22), ("aspiration", 0.15),
 
 _NEG_SCENARIOS = [("normal", 0.12), ("lobar_pneumonia", 0.14), ("cardiogenic_edema", 0.16),
                   ("atelectasis", 0.1), ("copd", 0.07), ("postop", 0.09), ("nodule", 0.06),
-                  ("overload_mimic", 0.2), ("chronic_ild", 0.06), ("late_bilateral", 0.05)]
+                  ("overload_mimic", 0.2), ("chronic_ild", 0.06), ("late_bilateral", 0.04)]
 
 _NEG_HX = {
     "normal": ["GI bleed", "DKA", "upper GI bleed", "altered mental status", "alcohol withdrawal",
