@@ -128,6 +128,11 @@ def test_default_yaml_equals_the_built_in_defaults() -> None:
 
 @pytest.mark.parametrize("name", ["default.yaml", "gemma3-270m.yaml", "llama2-7b-qlora.yaml"])
 def test_shipped_configs_resolve_and_leave_room_for_context(name: str, smollm2_tokenizer) -> None:  # noqa: ANN001
+    from ards_rag.config import DEFAULTS, read_yaml
+
+    raw = read_yaml(CONFIGS / name)
+    assert set(raw) == set(DEFAULTS)  # a full configuration...
+    assert all(raw[k] == DEFAULTS[k] for k in DEFAULTS if k != "ludwig")  # ...differing in ludwig only
     cfg = resolve_config(CONFIGS / name)
     assert cfg["ludwig"]["trainer"]["type"] == "finetune"
     assert cfg["ludwig"]["generation"]["do_sample"] is False
