@@ -1197,7 +1197,7 @@ _IMP_SHARED = [
 _IMP_ARDS = [
     "Diffuse bilateral consolidation without cardiomegaly or large effusions.",
     "Bilateral airspace opacities, likely noncardiogenic pulmonary edema in this patient with "
-    "{hx}.",
+    "{hx}.",  # positives only (see _bilateral_study)
     "Bilateral pulmonary opacities, not explained by cardiac enlargement or effusion.",
     "Severe bilateral parenchymal opacification, {change}. Differential includes multifocal "
     "pneumonia, noncardiogenic edema, or hemorrhage.",
@@ -1331,7 +1331,10 @@ def _bilateral_study(r: Rng, p: _Patient, day: float, first: bool, stage: str, l
     elif r.random() < 0.5:
         imp = [_pick(r, _IMP_SHARED).format(**fill)]
     else:
-        imp = [_pick(r, _IMP_ARDS if ards else _IMP_EDEMA).format(**fill)]
+        pool = _IMP_ARDS if ards else _IMP_EDEMA
+        if ards and not p.positive:  # a negative's history never explains noncardiogenic edema
+            pool = [x for x in pool if "{hx}" not in x]
+        imp = [_pick(r, pool).format(**fill)]
     if mention:
         imp.append(_pick(r, _ARDS_IMP_MENTION))
     # indication
@@ -1554,44 +1557,55 @@ def _with_kinds(n: _Note, kinds: list[str]) -> _Note:
     return n
 
 
+# (findings, impression) pairs that do not support ARDS, for trap notes
+_TRAP_LUNGS = [
+    ("Lungs are clear.", "No acute cardiopulmonary process."),
+    ("No focal consolidation.", "No focal consolidation."),
+    ("Mild left basilar atelectasis. No focal consolidation.", "Mild left basilar atelectasis."),
+    ("Mild bibasilar atelectasis.", "Mild bibasilar atelectasis."),
+    ("Patchy right basilar opacity, likely atelectasis.",
+     "Right basilar opacity, likely atelectasis."),
+    ("Lungs are grossly clear, with low lung volumes.", "Low lung volumes. No consolidation."),
+    ("Mild pulmonary vascular congestion without overt edema.", "Mild vascular congestion."),
+]
+_CHRONIC_LUNGS = [
+    ("Mild chronic interstitial markings at the bases, unchanged.",
+     "Stable chronic interstitial markings, likely sequela of prior lung injury. No acute "
+     "process."),
+    ("Mild biapical and basilar scarring, stable.", "Mild chronic scarring. No acute findings."),
+    ("Lungs are clear.", "No acute cardiopulmonary process."),
+]
+
+
 def _trap_note(r: Rng, p: _Patient, day: float, first: bool, kind: str) -> _Note:
-    """A note that names ARDS without supporting it."""
-    lungs = [_pick(r, ["Lungs are clear.", "No focal consolidation.",
-                       "Mild left basilar atelectasis. No focal consolidation.",
-                       "Mild bibasilar atelectasis.", "Patchy right basilar opacity, likely atelectasis.",
-                       "Lungs are grossly clear, with low lung volumes.",
-                       "Mild pulmonary vascular congestion without overt edema."])]
-    imp: list[str]
+    """A note that names ARDS without supporting it; findings and impression agree."""
+    finding, base = _pick(r, _CHRONIC_LUNGS if kind == "trap_history" else _TRAP_LUNGS)  # type: ignore[arg-type]
+    lungs = [finding]
+    imp = [base]
     extra = ""
     if kind == "trap_rule_out":
         q = _pick(r, ["r/o ARDS", "eval for ARDS", "concerning for ARDS, please eval",
                       "hypoxia, ? ARDS", "c/f ARDS", "worsening hypoxemia, r/o ARDS vs PNA",
                       "rule out acute respiratory distress syndrome"])
-        imp = [_pick(r, ["No acute cardiopulmonary process.", "No evidence of ARDS.",
-                         "Mild atelectasis. No consolidation.",
-                         "No radiographic findings to suggest ARDS.",
-                         "Lungs are clear; no evidence of diffuse airspace disease."])]
+        if r.random() < 0.5:
+            imp.append(_pick(r, ["No evidence of ARDS.", "No radiographic findings to suggest "
+                                 "ARDS.", "No evidence of diffuse airspace disease."]))
     elif kind == "trap_history":
         q = _pick(r, _Q_LINE)
         extra = _pick(r, ["h/o ARDS in ___", "remote h/o ARDS", "h/o ARDS ___ years ago after "
                           "pancreatitis", "PMH: ARDS requiring trach (___)",
                           "hx of ARDS in ___, now recovered", "prior ARDS (___)"])
-        imp = [_pick(r, ["No acute cardiopulmonary process.", "Stable chronic interstitial "
-                         "markings, likely sequela of prior lung injury. No acute process.",
-                         "Mild chronic scarring at the bases. No acute findings."])]
     elif kind == "trap_negated":
         q = _pick(r, ["hypoxia", "interval change?", "eval for infiltrate", "increased O2 need"])
-        imp = [_pick(r, ["No evidence of ARDS or pneumonia.", "No findings to suggest ARDS.",
-                         "Lungs are clear. Specifically, no diffuse opacities to suggest ARDS.",
-                         "No focal consolidation. No findings of acute respiratory distress "
-                         "syndrome."])]
+        imp.append(_pick(r, ["No evidence of ARDS or pneumonia.", "No findings to suggest ARDS.",
+                             "Specifically, no diffuse opacities to suggest ARDS.",
+                             "No findings of acute respiratory distress syndrome."]))
     else:  # trap_hedged
         q = _pick(r, ["hypoxia", "eval for edema vs PNA", "fluid overload?", "increased O2 need"])
-        imp = [_pick(r, ["Mild vascular congestion. ARDS is considered unlikely.",
-                         "Low lung volumes with bibasilar atelectasis; early ARDS is not favored.",
-                         "Findings are more consistent with fluid overload than ARDS.",
-                         "Although early ARDS cannot be entirely excluded, the appearance favors "
-                         "atelectasis.", "Atelectasis. Doubt ARDS."])]
+        imp.append(_pick(r, ["ARDS is considered unlikely.", "Early ARDS is not favored.",
+                             "Although early ARDS cannot be entirely excluded, the appearance "
+                             "does not suggest it.", "Doubt ARDS.",
+                             "Findings are not typical of ARDS."]))
     if r.random() < 0.75:
         n = _cxr(r, p, day, first, q, lungs, imp, _heart_normal(r) if r.random() < 0.7
                  else _heart_big(r), _pleura_clear(r), extra)
