@@ -17,6 +17,7 @@ stratified 70/30 patient split.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,7 +131,10 @@ def tfidf_lr(
     else:
         clf = LogisticRegression(C=10.0, class_weight="balanced", solver="liblinear",
                                  max_iter=2000, random_state=seed)
-    clf.fit(x_train, y)
+    with warnings.catch_warnings():
+        # scikit-learn >= 1.8 announces LogisticRegressionCV API changes that do not affect us
+        warnings.simplefilter("ignore", FutureWarning)
+        clf.fit(x_train, y)
     return clf.predict_proba(x_test)[:, 1].astype(float)
 
 
