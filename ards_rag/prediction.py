@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ManifestMismatchError, RunError, UnknownPatientError
-from .prompt import ANSWERS, input_column, ludwig_template, output_column
+from .prompt import ANSWERS, input_column, input_max_length, ludwig_template, output_column
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,11 @@ class Scorer:
         in_meta = meta[self.input_name]
         out_meta = meta[output_column(cfg)]
         self.lowercase = bool(in_meta["preprocessing"].get("lowercase", False))
-        self.max_input_tokens = int(in_meta["max_sequence_length"])
+        # Ludwig records the longest training prompt as the input's max length; a patient whose
+        # context is longer (still within the budget) must not lose the prompt's answer cue.
+        self.max_input_tokens = max(
+            int(in_meta["max_sequence_length"]), input_max_length(cfg, self.tokenizer)
+        )
         self.global_max = int(getattr(llm, "global_max_sequence_length", 0) or 0) or None
         out_lower = bool(out_meta["preprocessing"].get("lowercase", False))
         out_max = int(out_meta["max_sequence_length"])

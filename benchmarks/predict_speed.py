@@ -54,8 +54,8 @@ def run_one(args: argparse.Namespace, seq_len: str) -> list[dict[str, Any]]:
     cfg["ludwig"]["trainer"]["batch_size"] = 1
     lc = ludwig_config(cfg, base, tok)
     cuda = torch.cuda.is_available() and args.device == "cuda"
-    train_ctx = train_speed.synthetic_rows(tok, min(budget, 64), 4, seed=1)
-    frame = pd.DataFrame({"context": train_ctx, "label": ["true", "false"] * 2, "split": [0, 0, 1, 1]})
+    train_ctx = train_speed.synthetic_rows(tok, budget, 8, seed=1)
+    frame = pd.DataFrame({"context": train_ctx, "label": ["true", "false"] * 4, "split": [0] * 4 + [1] * 4})
     t0 = time.perf_counter()
     model = LudwigModel(lc, logging_level=logging.ERROR, backend="local")
     with adapter_only_checkpoints():
