@@ -1760,6 +1760,11 @@ def _schedule(r: Rng, p: _Patient) -> list[_Note]:
             p.intubated = (start, end)
             if end - start > 10 and r.random() < 0.5:
                 p.trach_day = start + r.uniform(8, 14)
+        if p.trap_kinds:  # a late_bilateral negative can carry traps too
+            free = [i for i in range(n) if roles[i] == "bg"]
+            r.shuffle(free)
+            for k, kind in enumerate(p.trap_kinds[: len(free)]):
+                roles[free[k]] = kind
     else:
         n_key = max(1, min(n // 2, round(n * r.uniform(0.1, 0.3))))
         idx = sorted(r.sample(range(n), n_key))
