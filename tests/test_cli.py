@@ -1,0 +1,139 @@
+"""The command line: real commands in-process, one-line errors with non-zero exits, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from ards_rag.cli import cli
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def assert_one_line_error(output: str, *fragments: str) -> None:
+    lines = [ln for ln in output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("Error: ")
+    assert "Traceback" not in output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def small_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real index (packaged MiniLM, FAISS) of three patients with short radiology notes."""
+    root = tmp_path_factory.mktemp("cli")
+    notes = pd.DataFrame(
+        {
+            "patient_id": ["A", "A", "B", "B", "C"],
+            "note_id": ["a1", "a2", "b1", "b2", "c1"],
+            "charttime": ["2150-01-01 10:00", "2150-01-02 09:00", "2150-02-01 08:00",
+                          "2150-02-03 08:00", "2150-03-01 12:00"],
+            "text": [
+                "FINDINGS: Diffuse bilateral airspace opacities. ETT in place.\nIMPRESSION: ARDS pattern.",
+                "IMPRESSION: Persistent bilateral opacities, intubated, no effusion.",
+                "FINDINGS: Right lower lobe consolidation.\nIMPRESSION: Lobar pneumonia.",
+                "IMPRESSION: Improving right lower lobe pneumonia.",
+                "IMPRESSION: No acute cardiopulmonary process.",
+            ],
+            "label": ["true", "", "FALSE", "false", ""],
+        }
+    )
+    path = root / "notes.csv"
+    notes.to_csv(path, index=False)
+    code, out = invoke("index", str(path), "--index", str(root / "index"))
+    assert code == 0, out
+    return root
+
+
+def test_help_lists_every_command() -> None:
+    code, out = invoke("--help")
+    assert code == 0
+    for command in ("synth", "index", "retrieve", "train", "predict", "evaluate"):
+        assert command in out
+
+
+def test_missing_notes_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    code, out = invoke("index", str(tmp_path / "nope.csv"), "--index", str(tmp_path / "i"))
+    assert code == 2
+    assert_one_line_error(out, "nope.csv")
+    assert not (tmp_path / "i").exists()
+
+
+def test_missing_text_column_names_the_columns(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    pd.DataFrame({"patient_id": ["1"], "body": ["x"]}).to_csv(path, index=False)
+    code, out = invoke("index", str(path), "--index", str(tmp_path / "i"))
+    assert code == 2
+    assert_one_line_error(out, "bad.csv", "body")
+
+
+def test_invalid_config_is_one_line_exit_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("ludwig: [unclosed\n")
+    code, out = invoke("retrieve", "--patient-id", "A", "--config", str(cfg),
+                       "--index", str(tmp_path / "i"))
+    assert code == 2
+    assert_one_line_error(out, "c.yaml")
+
+
+def test_index_summary_and_labels(small_index: Path) -> None:
+    patients = pd.read_parquet(small_index / "index" / "patients.parquet")
+    assert sorted(patients["patient_id"]) == ["A", "B", "C"]
+    labels = dict(zip(patients["patient_id"], patients["label"], strict=True))
+    assert labels["A"] is True or labels["A"] == True  # noqa: E712 (pandas boolean)
+    assert labels["B"] == False  # noqa: E712
+    assert pd.isna(labels["C"])
+
+
+def test_retrieve_json_and_unknown_patient(small_index: Path) -> None:
+    index = str(small_index / "index")
+    code, out = invoke("retrieve", "--patient-id", "A", "--json", "--index", index)
+    assert code == 0, out
+    ctx = json.loads(out)
+    assert ctx["patient_id"] == "A"
+    assert {p["note_id"] for p in ctx["passages"]} <= {"a1", "a2"}
+    assert ctx["context_tokens"] > 0
+
+    code, out = invoke("retrieve", "--patient-id", "ZZZ", "--index", index)
+    assert code == 1
+    assert_one_line_error(out, "ZZZ", "3 patients")
+
+
+def test_retrieve_all_writes_one_line_per_patient(small_index: Path) -> None:
+    out_path = small_index / "contexts.jsonl"
+    code, out = invoke("retrieve", "--all", "--out", str(out_path),
+                       "--index", str(small_index / "index"))
+    assert code == 0, out
+    rows = [json.loads(line) for line in out_path.read_text().splitlines()]
+    assert [r["patient_id"] for r in rows] == ["A", "B", "C"]
+    assert all(set(r) >= {"patient_id", "context_tokens", "passages"} for r in rows)
+
+
+def test_train_refuses_an_index_with_one_labeled_patient_per_class(small_index: Path) -> None:
+    code, out = invoke("train", "--index", str(small_index / "index"),
+                       "--run", str(small_index / "runs" / "r"))
+    assert code == 1
+    assert "Traceback" not in out
+    assert not (small_index / "runs" / "r").exists()
+
+
+def test_predict_without_any_run_says_what_to_do(small_index: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out = invoke("predict", "--patient-id", "A", "--index", str(small_index / "index"))
+    assert code == 1
+    assert_one_line_error(out, "train")
+
+
+def test_predict_needs_exactly_one_selection(small_index: Path) -> None:
+    code, out = invoke("predict", "--all", "--unlabeled", "--index", str(small_index / "index"))
+    assert code == 2
+    assert "choose one of" in out
