@@ -4,7 +4,7 @@
 # Everything goes under demo/ (git-ignored); a rerun re-indexes incrementally and retrains.
 set -euo pipefail
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-PATIENTS=${DEMO_PATIENTS:-160}
+PATIENTS=${DEMO_PATIENTS:-80}
 SEED=${DEMO_SEED:-0}
 OUT=${DEMO_DIR:-demo}
 start=$(date +%s)
