@@ -147,7 +147,9 @@ class Scorer:
         self.ludwig_model = ludwig_model
         self.cfg = cfg
         llm = ludwig_model.model
-        self.model = llm.model  # PeftModel, or the plain base model (zero-shot)
+        from .training import _use_sdpa
+
+        self.model = _use_sdpa(llm.model)  # PeftModel, or the plain base model (zero-shot)
         self.tokenizer = llm.tokenizer
         self.model.eval()
         self.device = next(self.model.parameters()).device
@@ -293,8 +295,10 @@ def _tolerant_ludwig_configs() -> Iterator[None]:
 def _load_ludwig(model_dir: Path) -> Any:
     from ludwig.api import LudwigModel
 
+    from .training import sdpa_attention
+
     try:
-        with _tolerant_ludwig_configs():
+        with _tolerant_ludwig_configs(), sdpa_attention():
             return LudwigModel.load(str(model_dir), logging_level=logging.ERROR, backend="local")
     except Exception as exc:  # noqa: BLE001 - a damaged model folder: one clear line
         first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__

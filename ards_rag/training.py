@@ -11,7 +11,8 @@ atomically (see docs/DESIGN.md): the Ludwig model (LoRA adapter), ``config.yaml`
 Ludwig 0.17.10 crashes at the end of 4-bit training when it reloads the best checkpoint
 (bitsandbytes' quantization state is saved with the weights and then reported as unexpected
 keys). :func:`adapter_only_checkpoints` makes Ludwig's checkpoints hold only the trainable
-(adapter) weights, so the reload restores exactly the best adapter and nothing else.
+(adapter) weights, so the reload restores exactly the best adapter and nothing else. Ludwig also
+forces eager attention on quantized models; :func:`sdpa_attention` switches them to SDPA.
 """
 
 from __future__ import annotations
@@ -244,6 +245,46 @@ def adapter_only_checkpoints() -> Iterator[None]:
         yield
     finally:
         MultiNodeCheckpoint.get_model_state_dict = original  # type: ignore[method-assign]
+
+
+def _use_sdpa(model: Any) -> Any:
+    """Switch a model Ludwig loaded with eager attention to PyTorch SDPA, where supported."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    current = getattr(getattr(base, "config", None), "_attn_implementation", None)
+    if current == "eager" and hasattr(base, "set_attn_implementation"):
+        try:
+            base.set_attn_implementation("sdpa")
+        except (ValueError, ImportError, NotImplementedError) as exc:  # model without SDPA support
+            logger.info("keeping eager attention: %s", exc)
+    return model
+
+
+@contextlib.contextmanager
+def sdpa_attention() -> Iterator[None]:
+    """Load Ludwig LLMs with SDPA attention instead of the eager attention Ludwig 0.17.10 forces
+    on bitsandbytes-quantized models (``attn_implementation="eager"`` in
+    ``load_pretrained_from_config``), which materializes every attention matrix: slower and
+    memory-hungry at 2k-4k tokens (BENCHMARKS.md, H100 section)."""
+    import ludwig.models.llm as llm_module
+
+    original = llm_module.load_pretrained_from_config
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        return _use_sdpa(original(*args, **kwargs))
+
+    llm_module.load_pretrained_from_config = load
+    try:
+        yield
+    finally:
+        llm_module.load_pretrained_from_config = original
+
+
+@contextlib.contextmanager
+def ludwig_fixes() -> Iterator[None]:
+    """Both work-arounds for Ludwig 0.17.10 LLM training: adapter-only checkpoints (the 4-bit
+    reload crash) and SDPA attention on quantized models."""
+    with adapter_only_checkpoints(), sdpa_attention():
+        yield
 
 
 def _step_timer(say: Callable[[str], None] = lambda msg: None, epochs: int = 0) -> Any:
@@ -578,7 +619,7 @@ def _run_ludwig(lcfg: dict[str, Any], dataset: pd.DataFrame, out_dir: Path, seed
                         callbacks=[timer] if timer is not None else None)
     work = out_dir / "ludwig"
     try:
-        with adapter_only_checkpoints():
+        with ludwig_fixes():
             results = model.train(
                 dataset=dataset,
                 output_directory=str(work),

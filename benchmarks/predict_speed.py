@@ -47,7 +47,7 @@ def run_one(args: argparse.Namespace, seq_len: str) -> list[dict[str, Any]]:
     from ludwig.api import LudwigModel
 
     from ards_rag.prediction import Scorer
-    from ards_rag.training import adapter_only_checkpoints, ludwig_config
+    from ards_rag.training import ludwig_config, ludwig_fixes
 
     cfg, tok, budget, base = train_speed.prepare(args, seq_len)
     cfg["ludwig"]["trainer"]["epochs"] = 1
@@ -58,7 +58,7 @@ def run_one(args: argparse.Namespace, seq_len: str) -> list[dict[str, Any]]:
     frame = pd.DataFrame({"context": train_ctx, "label": ["true", "false"] * 4, "split": [0] * 4 + [1] * 4})
     t0 = time.perf_counter()
     model = LudwigModel(lc, logging_level=logging.ERROR, backend="local")
-    with adapter_only_checkpoints():
+    with ludwig_fixes():
         model.train(dataset=frame, output_directory=str(Path(args.out_dir) / f"predict-{seq_len}"),
                     skip_save_model=False, skip_save_progress=True, skip_save_log=True,
                     skip_save_processed_input=True, skip_save_training_description=True,

@@ -2,7 +2,7 @@
 
 Self-contained: rows are generated here (random note-like words filled to the context budget),
 no index needed. Training goes through the project's own path (``ards_rag.training.ludwig_config``
-+ ``adapter_only_checkpoints``, as ``ards-rag train`` does). A Ludwig callback times every training
++ ``ludwig_fixes``, as ``ards-rag train`` does). A Ludwig callback times every training
 step (CUDA-synchronized); steady-state tokens/s excludes model loading, preprocessing, evaluation
 and the first ``--warmup`` steps. Each sequence length runs in its own process, so that peak GPU
 memory is per setting. One JSON line per setting on stdout.
@@ -137,7 +137,7 @@ def run_one(args: argparse.Namespace, seq_len: str) -> dict[str, Any]:
     from ludwig.callbacks import Callback
 
     from ards_rag.prompt import ludwig_template
-    from ards_rag.training import adapter_only_checkpoints, ludwig_config
+    from ards_rag.training import ludwig_config, ludwig_fixes
 
     t0 = time.perf_counter()
     cfg, tok, budget, base = prepare(args, seq_len)
@@ -172,7 +172,7 @@ def run_one(args: argparse.Namespace, seq_len: str) -> dict[str, Any]:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     model = LudwigModel(lc, logging_level=logging.ERROR, backend="local", callbacks=[timer])
-    with adapter_only_checkpoints():
+    with ludwig_fixes():
         model.train(dataset=frame, output_directory=str(Path(args.out_dir) / f"train-{seq_len}"),
                     skip_save_model=False, skip_save_progress=True, skip_save_log=True,
                     skip_save_processed_input=True, skip_save_training_description=True,

@@ -137,6 +137,22 @@ def test_adapter_only_checkpoints_avoid_the_4bit_reload_crash() -> None:
     assert "adapter_only" not in MultiNodeCheckpoint.get_model_state_dict.__name__  # patch undone
 
 
+def test_eager_attention_is_switched_to_sdpa_with_the_same_outputs(tiny_llama_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from ards_rag.training import _use_sdpa
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager").eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1]])
+    with torch.no_grad():
+        eager = model(input_ids=ids, attention_mask=mask).logits[0, -1]
+        _use_sdpa(model)
+        assert model.config._attn_implementation == "sdpa"
+        sdpa = model(input_ids=ids, attention_mask=mask).logits[0, -1]
+    torch.testing.assert_close(eager, sdpa, atol=1e-5, rtol=1e-4)
+
+
 def _adapter_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -270,5 +286,6 @@ def test_4bit_training_finishes_and_reloads(tmp_path: Path, tiny_llama_dir: Path
     assert report.quantization == "4-bit" and report.best_epoch in (1, 2)
     scorer = Scorer.from_run(tmp_path / "q4")
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in scorer.model.modules())
+    assert scorer.model.get_base_model().config._attn_implementation == "sdpa"  # not Ludwig's eager
     p = scorer.score(["Note 1: lungs clear", "Note 1: diffuse bilateral opacities"])
     assert ((p >= 0) & (p <= 1)).all()
