@@ -30,7 +30,11 @@ def scorer(tiny_run: Path) -> Scorer:
 
 
 def test_prompt_ids_are_ludwigs_own(scorer: Scorer) -> None:
-    """Our prompt ids equal what Ludwig's preprocessing + remove_left_padding feed the model."""
+    """Our prompt ids equal what Ludwig's preprocessing + remove_left_padding feed the model.
+
+    Ludwig records the longest training prompt as the input's length limit; the scorer cuts at
+    the config's limit instead (>= that), so that a longer context within the budget keeps its
+    answer cue. Ludwig's own pipeline is run here with the scorer's limit."""
     from ludwig.utils.llm_utils import remove_left_padding
     from ludwig.utils.strings_utils import build_sequence_matrix
 
@@ -39,7 +43,7 @@ def test_prompt_ids_are_ludwigs_own(scorer: Scorer) -> None:
     prompts = pd.Series([scorer.template.format(context=c) for c in CONTEXTS])
     matrix = build_sequence_matrix(
         sequences=prompts, inverse_vocabulary=meta["str2idx"], tokenizer_type=pre["tokenizer"],
-        length_limit=meta["max_sequence_length"], padding_symbol=pre["padding_symbol"],
+        length_limit=scorer.max_input_tokens, padding_symbol=pre["padding_symbol"],
         padding=pre["padding"], unknown_symbol=pre["unknown_symbol"], lowercase=pre["lowercase"],
         tokenizer_vocab_file=pre["vocab_file"], pretrained_model_name_or_path=pre["pretrained_model_name_or_path"],
     )
@@ -48,6 +52,7 @@ def test_prompt_ids_are_ludwigs_own(scorer: Scorer) -> None:
         ours = scorer.prompt_ids(context)
         assert ours[: len(ours) - len(scorer.answer_prefix)] == ludwig_ids.tolist()
     assert scorer.candidate_ids[0] != scorer.candidate_ids[1]
+    assert scorer.max_input_tokens >= meta["max_sequence_length"]
 
 
 def test_scores_are_probabilities_and_batch_invariant(scorer: Scorer) -> None:
