@@ -254,11 +254,3 @@ def load_tokenizer(cfg: dict[str, Any]) -> Any:
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def resolve_embedder(name: str) -> str:
-    """The folder (or hub id) of the sentence-transformers embedder ``name`` (``minilm`` = the
-    packaged all-MiniLM-L6-v2); see :func:`ards_rag.embedding.resolve_embedder_path`."""
-    from .embedding import resolve_embedder_path
-
-    return resolve_embedder_path(name)
