@@ -421,9 +421,11 @@ def format_prediction(result: dict[str, Any]) -> str:
     ]
     for e in result["evidence"]:
         score = f"{e['score']:.3f}" if isinstance(e.get("score"), (int, float)) else "-"
-        head = " | ".join(str(x) for x in (e["note_id"], e.get("charttime") or "", e.get("note_type") or "",
-                                           e.get("section") or "") if x != "")
-        lines.append(f"  [{score}] {head}: {e['snippet']}")
+        head = " | ".join(
+            str(x) for x in (e["note_id"], e.get("charttime") or "", e.get("note_type") or "") if x
+        )
+        lines.append(f"  [{score}] {head}")
+        lines.append(f"          {e['snippet']}")
     return "\n".join(lines)
 
 
