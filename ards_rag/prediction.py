@@ -147,9 +147,9 @@ class Scorer:
         self.ludwig_model = ludwig_model
         self.cfg = cfg
         llm = ludwig_model.model
-        from .training import _use_sdpa
+        from .training import use_sdpa
 
-        self.model = _use_sdpa(llm.model)  # PeftModel, or the plain base model (zero-shot)
+        self.model = use_sdpa(llm.model)  # PeftModel, or the plain base model (zero-shot)
         self.tokenizer = llm.tokenizer
         self.model.eval()
         self.device = next(self.model.parameters()).device

@@ -247,7 +247,7 @@ def adapter_only_checkpoints() -> Iterator[None]:
         MultiNodeCheckpoint.get_model_state_dict = original  # type: ignore[method-assign]
 
 
-def _use_sdpa(model: Any) -> Any:
+def use_sdpa(model: Any) -> Any:
     """Switch a model Ludwig loaded with eager attention to PyTorch SDPA, where supported."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     current = getattr(getattr(base, "config", None), "_attn_implementation", None)
@@ -270,7 +270,7 @@ def sdpa_attention() -> Iterator[None]:
     original = llm_module.load_pretrained_from_config
 
     def load(*args: Any, **kwargs: Any) -> Any:
-        return _use_sdpa(original(*args, **kwargs))
+        return use_sdpa(original(*args, **kwargs))
 
     llm_module.load_pretrained_from_config = load
     try:

@@ -140,14 +140,14 @@ def test_adapter_only_checkpoints_avoid_the_4bit_reload_crash() -> None:
 def test_eager_attention_is_switched_to_sdpa_with_the_same_outputs(tiny_llama_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from ards_rag.training import _use_sdpa
+    from ards_rag.training import use_sdpa
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager").eval()
     ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
     mask = torch.tensor([[0, 0, 1, 1, 1, 1]])
     with torch.no_grad():
         eager = model(input_ids=ids, attention_mask=mask).logits[0, -1]
-        _use_sdpa(model)
+        use_sdpa(model)
         assert model.config._attn_implementation == "sdpa"
         sdpa = model(input_ids=ids, attention_mask=mask).logits[0, -1]
     torch.testing.assert_close(eager, sdpa, atol=1e-5, rtol=1e-4)
