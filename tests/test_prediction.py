@@ -13,7 +13,14 @@ import pytest
 import torch
 
 from ards_rag.errors import ManifestMismatchError, RunError, UnknownPatientError
-from ards_rag.prediction import Scorer, get_scorer, predict_one, predict_patients, resolve_run
+from ards_rag.prediction import (
+    Scorer,
+    format_prediction,
+    get_scorer,
+    predict_one,
+    predict_patients,
+    resolve_run,
+)
 
 CONTEXTS = [
     "short",
@@ -85,6 +92,12 @@ def test_predict_patients_frame(tiny_run: Path, small_index_dir: Path) -> None:
     one = predict_one(tiny_run, small_index_dir, "P003")
     assert one["probability"] == pytest.approx(float(frame["probability"].iloc[0]), abs=1e-6)
     assert one["prediction"] == bool(frame["prediction"].iloc[0]) and one["evidence"]
+    shown = format_prediction(one).splitlines()
+    assert shown[0].startswith(f"patient P003: {'true' if one['prediction'] else 'false'}")
+    assert f"{one['probability']:.3f}" in shown[0]
+    for e in one["evidence"]:  # every passage read is shown with its note id and snippet
+        assert any(e["note_id"] in line for line in shown)
+        assert any(e["snippet"] in line for line in shown)
 
 
 def test_unknown_patient(tiny_run: Path, small_index_dir: Path) -> None:
