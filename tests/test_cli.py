@@ -137,3 +137,34 @@ def test_predict_needs_exactly_one_selection(small_index: Path) -> None:
     code, out = invoke("predict", "--all", "--unlabeled", "--index", str(small_index / "index"))
     assert code == 2
     assert "choose one of" in out
+
+
+def test_predict_new_notes_unlabeled_batch(tiny_run: Path, small_index_dir: Path, tmp_path: Path) -> None:
+    """`predict --notes new.csv --unlabeled --out`: new patients are indexed, then scored."""
+    import shutil
+
+    from conftest import write_small_cohort
+
+    index = tmp_path / "index"
+    shutil.copytree(small_index_dir, index)
+    new = write_small_cohort(tmp_path / "new.csv", n_patients=2, labels="none")
+    frame = pd.read_csv(new)
+    frame["patient_id"] = "NEW" + frame["patient_id"]
+    frame["note_id"] = "NEW" + frame["note_id"]
+    frame.to_csv(new, index=False)
+    out_csv = tmp_path / "preds.csv"
+    code, out = invoke("predict", "--run", str(tiny_run), "--index", str(index),
+                       "--notes", str(new), "--unlabeled", "--out", str(out_csv))
+    assert code == 0, out
+    preds = pd.read_csv(out_csv)
+    assert list(preds.columns) == ["patient_id", "prediction", "probability", "evidence_note_ids"]
+    assert sorted(preds["patient_id"]) == ["NEWP000", "NEWP001"]
+    assert preds["probability"].between(0, 1).all()
+    assert preds["evidence_note_ids"].str.startswith("NEWP").all()
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("P000\nNEWP001\n")
+    code, out = invoke("predict", "--run", str(tiny_run), "--index", str(index),
+                       "--patients", str(ids), "--json")
+    assert code == 0, out
+    assert [r["patient_id"] for r in json.loads(out)] == ["P000", "NEWP001"]
