@@ -69,7 +69,7 @@ class TokenCounter:
         if isinstance(tokenizer, TokenCounter):
             self._tok, self._fn = tokenizer._tok, tokenizer._fn
             return
-        if hasattr(tokenizer, "encode") and hasattr(tokenizer, "__call__") and hasattr(tokenizer, "convert_ids_to_tokens"):
+        if hasattr(tokenizer, "encode") and callable(tokenizer) and hasattr(tokenizer, "convert_ids_to_tokens"):
             self._tok, self._fn = tokenizer, None
         elif callable(tokenizer):
             self._tok, self._fn = None, tokenizer

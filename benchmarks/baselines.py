@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{res['notes']} notes, median {res['median_notes_per_patient']:.0f} notes/patient, "
           f"{res['share_over_16k_chars']:.0%} of patients over 16k characters; "
           f"split seed {res['seed']}: {res['train']} train / {res['test']} test")
-    print(f"| system | F1 | AUROC | precision | recall | seconds |")
-    print(f"|---|---|---|---|---|---|")
+    print("| system | F1 | AUROC | precision | recall | seconds |")
+    print("|---|---|---|---|---|---|")
     for name, m in res["systems"].items():
         print(f"| {name} | {_fmt(m['f1'])} | {_fmt(m['auroc'])} | {_fmt(m['precision'])} | "
               f"{_fmt(m['recall'])} | {m['seconds']:.1f} |")

@@ -195,7 +195,7 @@ def main() -> None:
         "chunking": cfg["chunking"],
     }
     print(json.dumps(summary))
-    print(f"\n| budget | strategy | positives hit | evidence notes covered | bilateral-opacity note hit | mean tokens |")
+    print("\n| budget | strategy | positives hit | evidence notes covered | bilateral-opacity note hit | mean tokens |")
     print("|---:|---|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['budget']} | {r['strategy']} | {r['patients_hit']:.3f} | {r['evidence_notes']:.3f} | "

@@ -20,7 +20,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
