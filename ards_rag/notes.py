@@ -536,6 +536,21 @@ def _named(path: Path, columns: list[str], name: str, option: str) -> str:
     return found
 
 
+def _required(path: Path, columns: list[str], given: str | None, candidates: tuple[str, ...],
+              option: str, what: str) -> str:
+    """The column named with ``option``, else the first of ``candidates`` present, else an error."""
+    if given is not None:
+        return _named(path, columns, given, option)
+    col = _find(columns, candidates)
+    if col is None:
+        found = ", ".join(columns) or "(none)"
+        raise InputError(
+            f"{path}: no {what} column; columns found: {found}; expected one of "
+            f"{', '.join(candidates)} (or name one with {option})"
+        )
+    return col
+
+
 def _resolve_columns(
     path: Path,
     columns: list[str],
@@ -544,28 +559,11 @@ def _resolve_columns(
     label_column: str | None,
 ) -> dict[str, str]:
     """Map canonical names (patient_id, text, label, note_id, ...) to the file's columns."""
-    found = ", ".join(columns) or "(none)"
-    out: dict[str, str] = {}
-    if patient_column is not None:
-        out["patient_id"] = _named(path, columns, patient_column, "--patient-column")
-    else:
-        col = _find(columns, PATIENT_COLUMNS)
-        if col is None:
-            raise InputError(
-                f"{path}: no patient id column; columns found: {found}; expected one of "
-                f"{', '.join(PATIENT_COLUMNS)} (or name one with --patient-column)"
-            )
-        out["patient_id"] = col
-    if text_column is not None:
-        out["text"] = _named(path, columns, text_column, "--text-column")
-    else:
-        col = _find(columns, TEXT_COLUMNS)
-        if col is None:
-            raise InputError(
-                f"{path}: no note text column; columns found: {found}; expected one of "
-                f"{', '.join(TEXT_COLUMNS)} (or name one with --text-column)"
-            )
-        out["text"] = col
+    out: dict[str, str] = {
+        "patient_id": _required(path, columns, patient_column, PATIENT_COLUMNS,
+                                "--patient-column", "patient id"),
+        "text": _required(path, columns, text_column, TEXT_COLUMNS, "--text-column", "note text"),
+    }
     if label_column is not None:
         out["label"] = _named(path, columns, label_column, "--label-column")
     else:

@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -115,39 +114,12 @@ def run_one(args: argparse.Namespace, seq_len: str) -> list[dict[str, Any]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(HERE.parent / "configs" / "default.yaml"))
-    ap.add_argument("--base-model", default=None)
-    ap.add_argument("--random-llama2-7b", action="store_true")
-    ap.add_argument("--model-dir", default="/tmp/ards-rag-bench/llama2-7b-random")
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--seq-lens", default="default")
+    train_speed.add_model_args(ap)
     ap.add_argument("--rows", type=int, default=16)
     ap.add_argument("--batch-sizes", default="1,8")
     ap.add_argument("--ludwig-rows", type=int, default=8, help="rows for Ludwig's predict (slow); 0 skips it")
     ap.add_argument("--batch-size", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--quantization", choices=["config", "4bit", "none"], default="config")
-    ap.add_argument("--out-dir", default="/tmp/ards-rag-bench")
-    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    logging.basicConfig(level=logging.ERROR)
-    if args.one is not None:
-        for line in run_one(args, args.one):
-            print(json.dumps(line), flush=True)
-        return
-    if args.random_llama2_7b:
-        train_speed.random_llama2_7b(Path(args.model_dir), "cuda" if args.device == "cuda" else "cpu")
-    for seq_len in args.seq_lens.split(","):
-        cmd = [sys.executable, __file__, *sys.argv[1:], "--one", seq_len.strip()]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            print(json.dumps({"benchmark": "predict_speed", "seq_len": seq_len, "error": " | ".join(tail)}),
-                  flush=True)
-        for line in lines:
-            print(line, flush=True)
+    train_speed.run_per_length(ap.parse_args(), __file__, "predict_speed", run_one)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,41 +202,52 @@ def run_one(args: argparse.Namespace, seq_len: str) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """Arguments shared with predict_speed.py: config, model, device, lengths, launcher."""
     ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     ap.add_argument("--base-model", default=None, help="override ludwig.base_model")
     ap.add_argument("--random-llama2-7b", action="store_true",
-                    help="build (once) a random-weight Llama-2-7B folder in --model-dir and train it")
+                    help="build (once) a random-weight Llama-2-7B folder in --model-dir and use it")
     ap.add_argument("--model-dir", default="/tmp/ards-rag-bench/llama2-7b-random")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--seq-lens", default="default",
                     help="comma list of global_max_sequence_length values; 'default' = the config's")
-    ap.add_argument("--steps", type=int, default=8, help="training steps per setting")
-    ap.add_argument("--warmup", type=int, default=2, help="first steps left out of the steady state")
-    ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--quantization", choices=["config", "4bit", "none"], default="config")
     ap.add_argument("--out-dir", default="/tmp/ards-rag-bench")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+
+
+def run_per_length(args: argparse.Namespace, script: str, name: str,
+                   run_one: Callable[[argparse.Namespace, str], list[dict[str, Any]]]) -> None:
+    """Run ``run_one`` for each sequence length in its own process (peak GPU memory per length);
+    print one JSON line per result, or an error line for a setting that failed."""
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     logging.basicConfig(level=logging.ERROR)
     if args.one is not None:
-        print(json.dumps(run_one(args, args.one)), flush=True)
+        for line in run_one(args, args.one):
+            print(json.dumps(line), flush=True)
         return
     if args.random_llama2_7b:  # build the folder once, before the per-length processes
         random_llama2_7b(Path(args.model_dir), "cuda" if args.device == "cuda" else "cpu")
     for seq_len in args.seq_lens.split(","):
-        cmd = [sys.executable, __file__, *sys.argv[1:], "--one", seq_len.strip()]
+        cmd = [sys.executable, script, *sys.argv[1:], "--one", seq_len.strip()]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            print(json.dumps({"benchmark": "train_speed", "seq_len": seq_len, "error": " | ".join(tail)}),
-                  flush=True)
-        else:
-            print(lines[-1], flush=True)
+            print(json.dumps({"benchmark": name, "seq_len": seq_len, "error": " | ".join(tail)}), flush=True)
+        for line in lines:
+            print(line, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(ap)
+    ap.add_argument("--steps", type=int, default=8, help="training steps per setting")
+    ap.add_argument("--warmup", type=int, default=2, help="first steps left out of the steady state")
+    ap.add_argument("--batch-size", type=int, default=None)
+    run_per_length(ap.parse_args(), __file__, "train_speed", lambda a, s: [run_one(a, s)])
 
 
 if __name__ == "__main__":
