@@ -1,0 +1,183 @@
+"""Which settings move quality: context information and fine-tuning variants on one cohort.
+
+    python benchmarks/quality_sweep.py --patients 1000 --seed 0 --workdir /tmp/sweep [--device cuda]
+    python benchmarks/quality_sweep.py --workdir /tmp/sweep --variants my_variants.yaml --only e3,e3_768
+
+One synthetic cohort and one index (built once, reused from ``--workdir``), then for each
+variant (a name and config overrides, deep-merged over ``--config``):
+
+- ``context``: TF-IDF + logistic regression fitted on the variant's *retrieved contexts* of the
+  training patients (threshold: best F1 on validation), scored on the test patients. It bounds
+  how much of the label the context carries at that budget and query set, in seconds, before an
+  LLM is trained on it.
+- ``llm`` (variants marked ``llm: true``): ``training.train`` + ``evaluation.Evaluator`` on the
+  test split, exactly as ``ards-rag train`` / ``ards-rag evaluate`` do.
+
+Every variant uses the same patient-level split (``split`` settings and ``seed``), so the rows
+are comparable. One JSON object per variant is printed and appended to ``WORKDIR/sweep.jsonl``;
+finished LLM runs (``WORKDIR/runs/NAME``) are reused, so an interrupted sweep resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+DIFFERENTIAL_QUERIES = [
+    "cardiomegaly with pulmonary vascular congestion, interstitial edema and bilateral pleural effusions",
+    "opacities improved after diuresis, consistent with resolving fluid overload",
+    "admitted with sepsis from pneumonia, aspiration, pancreatitis or trauma",
+    "chronic interstitial lung disease with fibrosis, unchanged from prior",
+]
+
+# name -> {"llm": train an LLM too?, "overrides": config keys}. Budgets are prompt lengths
+# (``ludwig.preprocessing.global_max_sequence_length``); the context gets what the prompt leaves.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {"llm": True, "overrides": {}},
+    "prompt768": {"llm": False, "overrides": {"ludwig": {"preprocessing": {"global_max_sequence_length": 768}}}},
+    "prompt1536": {"llm": False, "overrides": {"ludwig": {"preprocessing": {"global_max_sequence_length": 1536}}}},
+    "dxq": {"llm": False, "overrides": {"retrieval": {"queries": "+differential"}}},
+    "dxq_prompt768": {"llm": False, "overrides": {
+        "retrieval": {"queries": "+differential"},
+        "ludwig": {"preprocessing": {"global_max_sequence_length": 768}}}},
+    "truncate": {"llm": False, "overrides": {"retrieval": {"strategy": "truncate"}}},
+    "e3": {"llm": True, "overrides": {"ludwig": {"trainer": {"epochs": 3}}}},
+    "e3_all_r16": {"llm": True, "overrides": {"ludwig": {
+        "trainer": {"epochs": 3, "learning_rate": 0.001},
+        "adapter": {"r": 16, "alpha": 32, "target_modules": ALL_LINEAR}}}},
+    "e3_prompt768": {"llm": True, "overrides": {"ludwig": {
+        "trainer": {"epochs": 3}, "preprocessing": {"global_max_sequence_length": 768}}}},
+}
+
+
+def log(msg: str) -> None:
+    print(f"[sweep {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def expand(overrides: dict[str, Any], base_queries: list[str]) -> dict[str, Any]:
+    """Replace the ``"+differential"`` shorthand by the default queries plus DIFFERENTIAL_QUERIES."""
+    out = copy.deepcopy(overrides)
+    if out.get("retrieval", {}).get("queries") == "+differential":
+        out["retrieval"]["queries"] = list(base_queries) + DIFFERENTIAL_QUERIES
+    return out
+
+
+def context_ceiling(index: Any, cfg: dict[str, Any], split: Any) -> dict[str, Any]:
+    """TF-IDF + LR on the variant's contexts: fit on train, threshold on validation, score test."""
+    from ards_rag.baselines import tfidf_lr
+    from ards_rag.evaluation import best_f1_threshold, binary_metrics
+    from ards_rag.models import load_tokenizer
+    from ards_rag.retrieval import Retriever
+
+    retriever = Retriever(index, cfg, load_tokenizer(cfg))
+    by_split = {s: split[split["split"] == s] for s in ("train", "validation", "test")}
+    texts = {s: [retriever.context(p).text for p in df["patient_id"]] for s, df in by_split.items()}
+    labels = {s: df["label"].astype(int).to_numpy() for s, df in by_split.items()}
+    p_val = tfidf_lr(texts["train"], labels["train"], texts["validation"])
+    threshold = best_f1_threshold(labels["validation"], p_val)
+    p_test = tfidf_lr(texts["train"], labels["train"], texts["test"])
+    m = binary_metrics(labels["test"], p_test, threshold)
+    return {"budget": retriever.budget, "f1": m["f1"], "auroc": m["auroc"], "auprc": m.get("auprc")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--patients", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0, help="cohort and config seed")
+    ap.add_argument("--prevalence", type=float, default=0.25)
+    ap.add_argument("--config", default=None, help="base YAML config (default: built-in)")
+    ap.add_argument("--workdir", default="quality-sweep")
+    ap.add_argument("--device", default=None, help="embedder device (default auto)")
+    ap.add_argument("--variants", default=None, help="YAML file: name -> {llm: bool, overrides: {...}}")
+    ap.add_argument("--only", default=None, help="comma-separated variant names to run")
+    ap.add_argument("--no-llm", action="store_true", help="context ceilings only")
+    args = ap.parse_args(argv)
+
+    import yaml
+
+    from ards_rag.config import deep_merge, resolve_config
+    from ards_rag.evaluation import Evaluator
+    from ards_rag.index import NotesIndex, build_index
+    from ards_rag.notes import load_notes
+    from ards_rag.synthetic import write_cohort
+    from ards_rag.training import stratified_split, train
+
+    variants = VARIANTS
+    if args.variants:
+        variants = yaml.safe_load(Path(args.variants).read_text("utf-8"))
+    if args.only:
+        wanted = [v.strip() for v in args.only.split(",") if v.strip()]
+        unknown = [v for v in wanted if v not in variants]
+        if unknown:
+            ap.error(f"unknown variants: {', '.join(unknown)} (have {', '.join(variants)})")
+        variants = {k: variants[k] for k in wanted}
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    base_over: dict[str, Any] = {"seed": args.seed}
+    if args.device:
+        base_over["embedder"] = {"device": args.device}
+    base_cfg = resolve_config(args.config, base_over)
+    notes_csv = work / "cohort" / "notes.csv"
+    if not notes_csv.is_file():
+        t = time.perf_counter()
+        write_cohort(work / "cohort", n_patients=args.patients, seed=args.seed, prevalence=args.prevalence)
+        log(f"cohort: {args.patients} patients in {time.perf_counter() - t:.0f} s")
+    index_dir = work / "index"
+    if not (index_dir / "manifest.json").is_file():
+        t = time.perf_counter()
+        with contextlib.redirect_stdout(sys.stderr):
+            build_index(load_notes(notes_csv), index_dir, base_cfg)
+        log(f"index built in {time.perf_counter() - t:.0f} s")
+    index = NotesIndex.load(index_dir)
+    labels = index.labels()
+    labels = labels[labels["label"].notna()].copy()
+    labels["label"] = labels["label"].astype(bool)
+    labels["patient_id"] = labels["patient_id"].astype(str)
+    split_cfg = base_cfg.get("split") or {}
+    split = stratified_split(labels[["patient_id", "label"]], float(split_cfg.get("validation", 0.15)),
+                             float(split_cfg.get("test", 0.15)), int(base_cfg.get("seed", 42)))
+
+    out_path = work / "sweep.jsonl"
+    for name, spec in variants.items():
+        over = expand(spec.get("overrides") or {}, base_cfg["retrieval"]["queries"])
+        cfg = resolve_config(args.config, deep_merge(base_over, over))
+        row: dict[str, Any] = {"variant": name, "overrides": over, "patients": args.patients,
+                               "seed": args.seed, "test_patients": int((split["split"] == "test").sum())}
+        t = time.perf_counter()
+        row["context_tfidf_lr"] = context_ceiling(index, cfg, split)
+        row["context_s"] = round(time.perf_counter() - t, 1)
+        if spec.get("llm") and not args.no_llm:
+            run_dir = work / "runs" / name
+            t = time.perf_counter()
+            with contextlib.redirect_stdout(sys.stderr):
+                if not (run_dir / "threshold.json").is_file():
+                    train(index_dir, cfg, run_dir, progress=False)
+                row["train_s"] = round(time.perf_counter() - t, 1)
+                metrics = Evaluator(run_dir, index_dir=index_dir, split="test", baselines=False,
+                                    n_bootstrap=200).run()
+            model = metrics["model"]
+            row["llm"] = {k: model.get(k) for k in ("f1", "auroc", "auprc", "sensitivity", "specificity",
+                                                     "threshold")}
+            row["total_s"] = round(time.perf_counter() - t, 1)
+        text = json.dumps(row)
+        print(text, flush=True)
+        with out_path.open("a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
