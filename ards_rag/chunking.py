@@ -22,14 +22,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
+from .embedding import PackedIds
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # pandas is imported where used: spawned chunking workers do without it
+    import pandas as pd
 
 PASSAGE_COLUMNS = [
     "patient_id",
@@ -163,14 +167,37 @@ def chunk_notes_with_ids(
 ) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """Like :func:`chunk_notes`, also returning each passage's content token ids (no specials).
 
-    ``workers``: processes that chunk parts of the notes in parallel (0: one per CPU core, up to
-    16, for tables of more than 20,000 notes; 1: in this process). Results are identical.
+    ``workers``: processes that chunk parts of the notes in parallel (0: one per CPU core but one,
+    up to 16, for tables of more than ``PARALLEL_MIN_NOTES`` notes; 1: in this process). Results
+    are identical.
     """
+    import pandas as pd
+
     parts = list(iter_chunks(notes, tokenizer, params, batch_size=batch_size, hashes=hashes, workers=workers))
     if not parts:
         return pd.DataFrame(columns=PASSAGE_COLUMNS), []
     table = pd.concat([p for p, _ in parts], ignore_index=True) if len(parts) > 1 else parts[0][0]
     return table, [a for _, ids in parts for a in ids]
+
+
+# Below this many notes, starting worker processes (each imports numpy and loads the tokenizer,
+# about a second) costs more than it saves.
+PARALLEL_MIN_NOTES = 5_000
+# Notes per part: small enough that the first parts reach the embedder early, large enough that
+# per-part overheads (pickling, a DataFrame) stay small.
+PART_NOTES = 2_048
+
+
+def default_workers(n_notes: int) -> int:
+    """Chunking processes used for ``n_notes`` notes when ``workers=0``: 1 (in process) for small
+    tables, else one per available core but one (left to the process that embeds), up to 16."""
+    if n_notes < PARALLEL_MIN_NOTES:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores - 1, 16))
 
 
 def iter_chunks(
@@ -181,12 +208,18 @@ def iter_chunks(
     batch_size: int = 512,
     hashes: Sequence[str] | None = None,
     workers: int = 0,
-) -> Iterator[tuple[pd.DataFrame, list[np.ndarray]]]:
+) -> Iterator[tuple[pd.DataFrame, PackedIds]]:
     """Chunk ``notes`` part by part, in order: yields ``(passages, token_ids)`` per part.
 
-    With ``workers > 1`` the parts are chunked by forked processes ahead of the consumer, so a
-    caller can embed one part while the next ones are being chunked.
+    ``token_ids`` holds each passage's content token ids (a :class:`PackedIds`: ``len``,
+    indexing and iteration as a list of arrays). With ``workers > 1`` the parts are chunked by
+    worker processes ahead of the consumer, so a caller can embed one part while the next ones
+    are being chunked. The workers are *spawned* (fresh interpreters that load the tokenizer from
+    its JSON), never forked: this process may already run threads (torch, CUDA, the tokenizer's
+    own pool), and forking those can deadlock. Close the iterator (or exhaust it) to stop them.
     """
+    import pandas as pd
+
     n_special = _special_count(tokenizer)
     limit = getattr(tokenizer, "model_max_length", None)
     if limit is not None and limit < 100_000 and params.max_tokens > limit:
@@ -218,7 +251,7 @@ def iter_chunks(
         "note_type": _col(src, "note_type", "").fillna("").astype(str).to_numpy(),
     }
 
-    def frame(part: _Part) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    def frame(part: _Part) -> tuple[pd.DataFrame, PackedIds]:
         rows, strs, nums, ids = part
         out = pd.DataFrame(
             {
@@ -235,38 +268,56 @@ def iter_chunks(
         return out, ids
 
     if workers <= 0:
-        workers = min(os.cpu_count() or 1, 16) if len(texts) > 20_000 else 1
-    if workers > 1 and len(texts) > 1:
-        for part in _chunk_parallel(texts, tokenizer, params, budget, n_special, batch_size, workers):
-            yield frame(part)
-    elif texts:
-        yield frame(_chunk_texts(texts, 0, tokenizer, params, budget, n_special, batch_size))
+        workers = default_workers(len(texts))
+    encoder = _raw_backend(tokenizer)
+    step = PART_NOTES
+    if workers > 1 and encoder is not None and len(texts) > 1:
+        step = max(64, min(PART_NOTES, -(-len(texts) // (workers * 2))))
+        parts = _chunk_parallel(texts, encoder.to_str(), params, budget, n_special, batch_size, workers, step)
+    else:
+        enc = encoder if encoder is not None else tokenizer
+        parts = (
+            _chunk_texts(texts[lo : lo + step], lo, enc, params, budget, n_special, batch_size)
+            for lo in range(0, len(texts), step)
+        )
+    try:
+        for part in parts:
+            if len(part[0]):
+                yield frame(part)
+    finally:
+        close = getattr(parts, "close", None)
+        if close is not None:
+            close()
 
 
-_Part = tuple[np.ndarray, dict[str, list[str]], dict[str, np.ndarray], list[np.ndarray]]
+_Part = tuple[np.ndarray, dict[str, list[str]], dict[str, np.ndarray], PackedIds]
 
 
 def _chunk_texts(
-    texts: Sequence[str], row0: int, tokenizer: Any, params: ChunkParams, budget: int, n_special: int,
+    texts: Sequence[str], row0: int, encoder: Any, params: ChunkParams, budget: int, n_special: int,
     batch_size: int,
 ) -> _Part:
-    """Chunk ``texts`` (rows ``row0 ..``): (rows, string columns, number columns, token ids)."""
+    """Chunk ``texts`` (rows ``row0 ..``): (rows, string columns, number columns, token ids).
+
+    ``encoder`` is a ``tokenizers.Tokenizer`` without truncation or padding (fast) or a
+    transformers tokenizer.
+    """
     rows: list[int] = []
     sections: list[str] = []
     out_texts: list[str] = []
     nums: dict[str, list[int]] = {"char_start": [], "char_end": [], "n_tokens": []}
     all_ids: list[np.ndarray] = []
-    backend = _raw_backend(tokenizer)
+    raw = hasattr(encoder, "encode_batch")
     for b0 in range(0, len(texts), batch_size):
         batch = list(texts[b0 : b0 + batch_size])
-        if backend is not None:
+        if raw:
             # The Rust tokenizer directly: the transformers wrapper's per-item dicts cost more
             # than the tokenization itself.
-            encs = backend.encode_batch(batch, add_special_tokens=False)
+            encs = encoder.encode_batch(batch, add_special_tokens=False)
             pairs = [(e.ids, e.offsets) for e in encs]
         else:
-            enc = tokenizer(batch, add_special_tokens=False, return_offsets_mapping=True,
-                            return_attention_mask=False, return_token_type_ids=False, verbose=False)
+            enc = encoder(batch, add_special_tokens=False, return_offsets_mapping=True,
+                          return_attention_mask=False, return_token_type_ids=False, verbose=False)
             pairs = list(zip(enc["input_ids"], enc["offset_mapping"], strict=True))
         for j, (id_list, off_list) in enumerate(pairs):
             if not id_list:
@@ -276,7 +327,7 @@ def _chunk_texts(
             offs = np.asarray(off_list, dtype=np.int64).reshape(-1, 2)
             for sec, a, b, hard in _note_spans(text, offs, params, budget):
                 cs, ce = int(offs[a, 0]), int(offs[b - 1, 1])
-                while hard and b - a > 1 and _n_tokens(tokenizer, text[cs:ce]) > budget:
+                while hard and b - a > 1 and _n_tokens(encoder, text[cs:ce]) > budget:
                     b -= 1
                     ce = int(offs[b - 1, 1])
                 rows.append(row0 + b0 + j)
@@ -286,11 +337,15 @@ def _chunk_texts(
                 nums["n_tokens"].append(b - a + n_special)
                 out_texts.append(text[cs:ce])
                 all_ids.append(ids[a:b])
+    lengths = np.asarray([len(a) for a in all_ids], dtype=np.int64)
+    offsets = np.zeros(len(all_ids) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int32)
     return (
         np.asarray(rows, dtype=np.int64),
         {"section": sections, "text": out_texts},
         {k: np.asarray(v, dtype=np.int64) for k, v in nums.items()},
-        all_ids,
+        PackedIds(flat, offsets),
     )
 
 
@@ -304,56 +359,90 @@ def _raw_backend(tokenizer: Any) -> Any:
         backend = getattr(tokenizer, "_tokenizer", None)
         if backend is not None:
             try:
-                from tokenizers import Tokenizer
-
-                backend = Tokenizer.from_str(backend.to_str())
-                backend.no_truncation()
-                backend.no_padding()
+                backend = _backend_from_json(backend.to_str())
             except Exception:  # noqa: BLE001 - fall back to the transformers wrapper
                 backend = None
         _BACKENDS[key] = (tokenizer, backend)  # keep the tokenizer alive so its id stays unique
     return _BACKENDS[key][1]
 
 
+def _backend_from_json(tokenizer_json: str) -> Any:
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer_json)
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
+# State of a chunking worker process, set once by _init_worker.
 _WORKER_STATE: dict[str, Any] = {}
 
 
-def _chunk_worker(args: tuple[int, int]) -> _Part:
-    lo, hi = args
+def _init_worker(tokenizer_json: str, params: ChunkParams, budget: int, n_special: int, batch_size: int) -> None:
+    # One worker per core: the tokenizer's own thread pool would only oversubscribe them.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _WORKER_STATE.update(encoder=_backend_from_json(tokenizer_json), params=params, budget=budget,
+                         n_special=n_special, batch_size=batch_size)
+
+
+def _chunk_worker(task: tuple[list[str], int]) -> _Part:
+    texts, row0 = task
     st = _WORKER_STATE
-    return _chunk_texts(st["texts"][lo:hi], lo, st["tokenizer"], st["params"], st["budget"], st["n_special"],
-                        st["batch_size"])
+    return _chunk_texts(texts, row0, st["encoder"], st["params"], st["budget"], st["n_special"], st["batch_size"])
 
 
 def _chunk_parallel(
-    texts: list[str], tokenizer: Any, params: ChunkParams, budget: int, n_special: int, batch_size: int,
-    workers: int,
+    texts: list[str], tokenizer_json: str, params: ChunkParams, budget: int, n_special: int, batch_size: int,
+    workers: int, step: int,
 ) -> Iterator[_Part]:
-    """Chunk parts of ``texts`` in forked worker processes (they inherit the tokenizer and texts)."""
+    """Chunk parts of ``step`` notes of ``texts`` in spawned worker processes, yielding them in order.
+
+    At most ``3 * workers`` parts are queued or waiting to be consumed (bounded memory). A worker
+    that dies (e.g. killed for memory) raises instead of leaving the build waiting forever.
+    """
     import multiprocessing as mp
+    from concurrent.futures import Future, ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    step = max(batch_size, -(-len(texts) // (workers * 4)))
-    bounds = [(lo, min(lo + step, len(texts))) for lo in range(0, len(texts), step)]
-    _WORKER_STATE.update(texts=texts, tokenizer=tokenizer, params=params, budget=budget,
-                         n_special=n_special, batch_size=batch_size)
-    ctx = mp.get_context("fork")
-    pool = ctx.Pool(workers)
-    _WORKER_STATE.clear()  # the forked workers have their copy
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(tokenizer_json, params, budget, n_special, batch_size))
+    starts = iter(range(0, len(texts), step))
+    pending: deque[Future[_Part]] = deque()
+
+    def submit() -> None:
+        lo = next(starts, None)
+        if lo is not None:
+            pending.append(pool.submit(_chunk_worker, (texts[lo : lo + step], lo)))
+
     try:
-        yield from pool.imap(_chunk_worker, bounds, chunksize=1)
+        for _ in range(3 * workers):
+            submit()
+        while pending:
+            try:
+                part = pending.popleft().result()
+            except BrokenProcessPool as exc:
+                raise RuntimeError(
+                    f"a chunking worker process died ({exc}); set chunking.workers: 1 to chunk in process"
+                ) from None
+            submit()
+            yield part
     finally:
-        pool.terminate()
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _n_tokens(tokenizer: Any, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+def _n_tokens(encoder: Any, text: str) -> int:
+    if hasattr(encoder, "encode_batch"):
+        return len(encoder.encode(text, add_special_tokens=False).ids)
+    return len(encoder(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 _ASCII_ALNUM = np.array([chr(i).isalnum() for i in range(128)], dtype=bool)
 
 
 def _col(df: pd.DataFrame, name: str, default: Any) -> pd.Series:
+    import pandas as pd
+
     if name in df.columns:
         return df[name]
     return pd.Series([default] * len(df), index=df.index)

