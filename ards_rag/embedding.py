@@ -204,6 +204,7 @@ class Embedder:
         self.prefix_ids, self.suffix_ids = special_token_frame(self.tokenizer)
         self._needs_token_type = "token_type_ids" in getattr(self.tokenizer, "model_input_names", [])
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self._prefix_on_device: Any = None
         getdim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         dim = getdim()
         self.dimension = 0
@@ -234,7 +235,7 @@ class Embedder:
 
     def encode_ids(
         self,
-        token_ids: Sequence[Sequence[int] | np.ndarray],
+        token_ids: Sequence[Sequence[int] | np.ndarray] | PackedIds,
         batch_size: int = 64,
         progress: bool = False,
         *,
@@ -244,60 +245,159 @@ class Embedder:
     ) -> np.ndarray:
         """Embed pre-tokenized inputs; returns an ``(n, dimension)`` float32 array of unit vectors.
 
-        ``token_ids`` are content tokens (chunking's output) unless ``with_specials``: the model's
-        special tokens are then added here. Inputs are sorted by length to minimize padding.
+        ``token_ids`` are content tokens (chunking's output, a list of arrays or a
+        :class:`PackedIds`) unless ``with_specials``: the model's special tokens are then added
+        here. Inputs are sorted by length to minimize padding.
+        """
+        return self.start_encode(
+            token_ids, batch_size, progress, count=count, with_specials=with_specials, desc=desc
+        ).result()
+
+    def start_encode(
+        self,
+        token_ids: Sequence[Sequence[int] | np.ndarray] | PackedIds,
+        batch_size: int = 64,
+        progress: bool = False,
+        *,
+        count: bool = True,
+        with_specials: bool = False,
+        desc: str = "embedding",
+    ) -> PendingEmbeddings:
+        """Like :meth:`encode_ids`, but on a GPU returns as soon as the work is queued.
+
+        The token ids go to the device once (one array), padded batches are gathered there, and
+        the vectors stay there until :meth:`PendingEmbeddings.result`: nothing waits for the GPU
+        in between, so the caller can prepare the next inputs while this runs. On a CPU the work
+        is done before this returns.
         """
         import torch
         from tqdm.auto import tqdm
 
-        n = len(token_ids)
+        packed = PackedIds.from_sequences(token_ids)
+        n = len(packed)
         if count:
             self.n_encoded += n
-            for hook in list(_ENCODE_HOOKS):
+            for hook in list(_ENCODE_HOOKS):  # noqa: PERF101 - a hook may remove itself
                 hook(n)
         if n == 0:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        extra = 0 if with_specials else len(self.prefix_ids) + len(self.suffix_ids)
-        lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=n) + extra
-        if lengths.max() > self.max_seq_length:
+            return PendingEmbeddings(np.zeros((0, self.dimension), dtype=np.float32))
+        n_pre, n_suf = (0, 0) if with_specials else (len(self.prefix_ids), len(self.suffix_ids))
+        content = packed.lengths
+        total = content + (n_pre + n_suf)
+        if total.max() > self.max_seq_length:
             raise ConfigError(
-                f"embedder {self.name!r}: an input of {int(lengths.max())} tokens exceeds its "
+                f"embedder {self.name!r}: an input of {int(total.max())} tokens exceeds its "
                 f"max_seq_length {self.max_seq_length}; lower chunking.max_tokens"
             )
-        order = np.argsort(-lengths, kind="stable")
-        out = torch.empty((n, self.dimension), dtype=torch.float32, device=self.device)
-        prefix = np.asarray(self.prefix_ids, dtype=np.int64)
-        suffix = np.asarray(self.suffix_ids, dtype=np.int64)
-        cuda = self.device.startswith("cuda")
+        order = np.argsort(-total, kind="stable")
+        dev = self.device
+        cuda = dev.startswith("cuda")
+        timer = _Timer(cuda)
+        flat = packed.flat if len(packed.flat) else np.full(1, self._pad_id, dtype=np.int32)
+        d_flat = self._to_device(flat)
+        d_starts = self._to_device(packed.offsets[:-1])
+        d_len = self._to_device(content)
+        d_order = self._to_device(order)
+        max_width = min(_round_up(int(total[order[0]]), 8), self.max_seq_length)
+        pos = torch.arange(max_width, device=dev)
+        if self._prefix_on_device is None:
+            # Made once: a copy from pageable memory would wait for all queued GPU work.
+            self._prefix_on_device = torch.tensor(self.prefix_ids, dtype=torch.int64, device=dev)
+        prefix = self._prefix_on_device
+        out = torch.empty((n, self.dimension), dtype=torch.float32, device=dev)
         bar = tqdm(total=n, desc=desc, unit="passage", disable=not progress, file=_stderr(), leave=False)
         try:
             with torch.inference_mode():
                 for start in range(0, n, batch_size):
-                    idx = order[start : start + batch_size]
-                    width = int(lengths[idx[0]])
-                    ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
-                    mask = np.zeros((len(idx), width), dtype=np.int64)
-                    for row, i in enumerate(idx):
-                        seq = np.asarray(token_ids[i], dtype=np.int64)
-                        if not with_specials:
-                            seq = np.concatenate([prefix, seq, suffix])
-                        ids[row, : len(seq)] = seq
-                        mask[row, : len(seq)] = 1
-                    t_ids = torch.from_numpy(ids)
-                    t_mask = torch.from_numpy(mask)
-                    if cuda:
-                        t_ids = t_ids.pin_memory().to(self.device, non_blocking=True)
-                        t_mask = t_mask.pin_memory().to(self.device, non_blocking=True)
-                    features: dict[str, Any] = {"input_ids": t_ids, "attention_mask": t_mask}
+                    rows = d_order[start : start + batch_size]
+                    # Widths rounded up to a multiple of 8: fewer distinct shapes (kernels picked
+                    # and loaded once each) and tensor-core friendly; the mask hides the padding.
+                    width = min(_round_up(int(total[order[start]]), 8), self.max_seq_length)
+                    length = d_len[rows].unsqueeze(1)
+                    j = pos[:width] - n_pre  # position inside the content tokens
+                    inside = (j >= 0) & (j < length)
+                    src = (d_starts[rows].unsqueeze(1) + j).clamp_(0, len(flat) - 1)
+                    ids = torch.where(inside, d_flat[src].long(), self._pad_id)
+                    if n_pre:
+                        ids[:, :n_pre] = prefix
+                    for k, tok in enumerate([] if with_specials else self.suffix_ids):
+                        ids.scatter_(1, length + (n_pre + k), tok)
+                    mask = (pos[:width] < length + (n_pre + n_suf)).long()
+                    features: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
                     if self._needs_token_type:
-                        features["token_type_ids"] = torch.zeros_like(t_ids)
+                        features["token_type_ids"] = torch.zeros_like(ids)
                     emb = self.model(features)["sentence_embedding"].float()
-                    emb = torch.nn.functional.normalize(emb, dim=1)
-                    out[torch.from_numpy(idx).to(self.device)] = emb
-                    bar.update(len(idx))
+                    out.index_copy_(0, rows, torch.nn.functional.normalize(emb, dim=1))
+                    bar.update(len(rows))
         finally:
             bar.close()
-        return out.cpu().numpy()
+        timer.stop()
+        return PendingEmbeddings(out, timer)
+
+    def _to_device(self, arr: np.ndarray) -> Any:
+        """A host array on the embedder's device; from pinned memory (the caching host allocator
+        reuses its blocks) so that the copy is queued instead of waiting for the GPU."""
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        if self.device.startswith("cuda"):
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t
+
+
+class _Timer:
+    """Seconds of embedder work: CUDA events on a GPU (time the GPU spent on it), else wall time."""
+
+    def __init__(self, cuda: bool) -> None:
+        import time
+
+        self._t0 = time.perf_counter()
+        self._seconds: float | None = None
+        self._events = None
+        if cuda:
+            import torch
+
+            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            self._events[0].record()
+
+    def stop(self) -> None:
+        import time
+
+        if self._events is not None:
+            self._events[1].record()
+        else:
+            self._seconds = time.perf_counter() - self._t0
+
+    @property
+    def seconds(self) -> float:
+        """Elapsed seconds (on a GPU, waits for the work to finish)."""
+        if self._seconds is None and self._events is not None:
+            self._events[1].synchronize()
+            self._seconds = self._events[0].elapsed_time(self._events[1]) / 1000
+        return self._seconds or 0.0
+
+
+class PendingEmbeddings:
+    """Vectors being computed by :meth:`Embedder.start_encode`; :meth:`result` waits for them."""
+
+    def __init__(self, out: Any, timer: _Timer | None = None) -> None:
+        self._out = out
+        self._timer = timer
+
+    def result(self) -> np.ndarray:
+        """The ``(n, dimension)`` float32 unit vectors, in input order."""
+        if not isinstance(self._out, np.ndarray):
+            self._out = self._out.cpu().numpy()
+        return self._out
+
+    @property
+    def seconds(self) -> float:
+        """Seconds the embedder spent on this work (GPU time on CUDA; waits for it to finish)."""
+        return self._timer.seconds if self._timer is not None else 0.0
+
+
+def _round_up(x: int, k: int) -> int:
+    return -(-x // k) * k
 
 
 def _stderr() -> Any:

@@ -29,7 +29,9 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,13 @@ import pandas as pd
 
 from .chunking import PASSAGE_COLUMNS, ChunkParams, iter_chunks, note_hash
 from .config import Config, save_config
-from .embedding import Embedder, embedder_from_config, resolve_embedder_path
+from .embedding import (
+    Embedder,
+    PackedIds,
+    PendingEmbeddings,
+    embedder_from_config,
+    resolve_embedder_path,
+)
 from .errors import ConfigError, IndexStoreError, ManifestMismatchError
 from .fsutil import atomic_dir, file_sha256, recover
 
@@ -83,6 +91,12 @@ class IndexReport:
     device: str
     dtype: str
     reason: str = ""  # why a previous index was not reused, if it was not
+    # Seconds per stage (they overlap: chunking, embedding and writing run at the same time):
+    # prepare (normalize, hash, open the previous index), chunk (until the last part came),
+    # embed (embedder busy; GPU time on CUDA), embed_wait (waiting for it after chunking ended),
+    # faiss (add + write), write (Parquet files, in background threads), write_wait (waiting for
+    # them at the end), total.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def passages_per_s(self) -> float:
@@ -245,9 +259,12 @@ def _build(
         elif index_dir.exists() and any(index_dir.iterdir()):
             reason = f"{index_dir} holds no complete index"
 
-    with atomic_dir(index_dir) as tmp:
-        # Chunk part by part (in worker processes for big tables) and embed each part while the
-        # next ones are being chunked; vectors of unchanged passages come from the old index.
+    stages: dict[str, float] = {"prepare": time.perf_counter() - t0}
+    # Stages overlap: notes.parquet is written while chunking runs (worker processes for big
+    # tables) and while the embedder (GPU) embeds the parts chunked so far; passages.parquet while
+    # the last vectors are computed. Vectors of unchanged passages come from the old index.
+    with atomic_dir(index_dir) as tmp, ThreadPoolExecutor(3, thread_name_prefix="index-write") as io:
+        writes: list[Future[float]] = [io.submit(_timed, notes.to_parquet, tmp / NOTES_FILE, index=False)]
         key = ["note_hash", "char_start", "char_end"]
         old_rows = None
         old_ids: dict[str, str] = {}
@@ -258,43 +275,53 @@ def _build(
             old_notes = previous.notes()
             old_ids = dict(zip(old_notes["note_id"], old_notes["note_hash"], strict=True))
         batch = int(cfg.get("embedder", {}).get("batch_size", 64))
+        queue = _EmbedQueue(emb, batch, progress)
         frames: list[pd.DataFrame] = []
-        vec_parts: list[np.ndarray] = []
-        n_todo = 0
-        embed_seconds = 0.0
+        reused: list[tuple[np.ndarray, np.ndarray]] = []
+        n = 0
         workers = int(cfg.get("chunking", {}).get("workers", 0) or 0)
-        for part, ids in iter_chunks(notes, emb.tokenizer, params, hashes=hashes, workers=workers):
-            vecs = np.empty((len(part), emb.dimension), dtype=np.float32)
-            todo = np.ones(len(part), dtype=bool)
-            if old_rows is not None and len(part):
-                hit = part[key].merge(old_rows, on=key, how="left")["old_row"].to_numpy()
-                found = ~pd.isna(hit)
-                if found.any():
-                    vecs[found] = previous.vectors[hit[found].astype(np.int64)]
-                todo = ~found
-            todo_rows = np.flatnonzero(todo)
-            if len(todo_rows):
-                t_emb = time.perf_counter()
-                vecs[todo_rows] = emb.encode_ids(
-                    [ids[i] for i in todo_rows], batch_size=batch, progress=progress, desc="embedding passages"
-                )
-                embed_seconds += time.perf_counter() - t_emb
-            n_todo += len(todo_rows)
-            frames.append(part)
-            vec_parts.append(vecs)
-            del ids
+        t_chunk = time.perf_counter()
+        parts = iter_chunks(notes, emb.tokenizer, params, hashes=hashes, workers=workers)
+        try:
+            for part, ids in parts:
+                todo = np.ones(len(part), dtype=bool)
+                if old_rows is not None and len(part):
+                    hit = part[key].merge(old_rows, on=key, how="left")["old_row"].to_numpy()
+                    found = ~pd.isna(hit)
+                    if found.any():
+                        reused.append((n + np.flatnonzero(found), previous.vectors[hit[found].astype(np.int64)]))
+                    todo = ~found
+                todo_rows = np.flatnonzero(todo)
+                if len(todo_rows):
+                    queue.add(n + todo_rows, ids if len(todo_rows) == len(ids) else ids.take(todo_rows))
+                frames.append(part)
+                n += len(part)
+        finally:
+            parts.close()  # stops chunking workers if the loop failed
+        stages["chunk"] = time.perf_counter() - t_chunk
         passages = (
             pd.concat(frames, ignore_index=True) if len(frames) > 1
             else (frames[0] if frames else pd.DataFrame(columns=PASSAGE_COLUMNS))
         )
-        vectors = np.concatenate(vec_parts) if vec_parts else np.zeros((0, emb.dimension), np.float32)
-        del frames, vec_parts
-        n = len(passages)
+        del frames
+        writes.append(io.submit(_timed, passages.to_parquet, tmp / PASSAGES_FILE, index=False))
+        patients = _patients_table(notes, passages, labels_in)
+        writes.append(io.submit(_timed, patients.to_parquet, tmp / PATIENTS_FILE, index=False))
 
+        t_wait = time.perf_counter()
+        embedded = queue.finish()
+        stages["embed_wait"] = time.perf_counter() - t_wait
+        stages["embed"] = queue.seconds
+        t_faiss = time.perf_counter()
+        vectors = np.empty((n, emb.dimension), dtype=np.float32)
+        for rows, vecs in (*reused, *embedded):
+            vectors[rows] = vecs
+        del reused, embedded
         index = faiss.IndexFlatIP(emb.dimension)
         if n:
             index.add(vectors)
-        patients = _patients_table(notes, passages, labels_in)
+        del vectors
+        faiss_write = io.submit(_timed, faiss.write_index, index, str(tmp / INDEX_FILE))
         src_info = _source_info(source, notes)
         counts = {
             "patients": len(patients),
@@ -319,13 +346,15 @@ def _build(
             "counts": counts,
             "python": platform.python_version(),
         }
-        faiss.write_index(index, str(tmp / INDEX_FILE))
-        passages.to_parquet(tmp / PASSAGES_FILE, index=False)
-        patients.to_parquet(tmp / PATIENTS_FILE, index=False)
-        notes.to_parquet(tmp / NOTES_FILE, index=False)
+        t_wait = time.perf_counter()
+        faiss_write.result()
+        stages["faiss"] = time.perf_counter() - t_faiss
+        stages["write"] = sum(f.result() for f in writes)
+        stages["write_wait"] = time.perf_counter() - t_wait
         save_config(cfg, tmp / CONFIG_FILE)
         # The manifest is written last: a folder without it is never taken for an index.
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    n_todo = queue.n
 
     new_ids = dict(zip(notes["note_id"], notes["note_hash"], strict=True))
     n_new = sum(1 for k in new_ids if k not in old_ids)
@@ -348,14 +377,81 @@ def _build(
         labeled=counts["labeled"],
         positives=counts["positives"],
         seconds=time.perf_counter() - t0,
-        embed_seconds=embed_seconds,
+        embed_seconds=queue.seconds,
         embedder=emb.name,
         device=emb.device,
         dtype=emb.dtype,
         reason=reason,
+        stage_seconds={**{k: round(v, 3) for k, v in stages.items()}, "total": round(time.perf_counter() - t0, 3)},
     )
     log.info("index built: %s", report.to_dict())
     return report
+
+
+def _timed(fn: Any, *args: Any, **kwargs: Any) -> float:
+    """Run ``fn(*args, **kwargs)``; return the seconds it took."""
+    t = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - t
+
+
+class _EmbedQueue:
+    """Passages waiting for the embedder, sent in calls of at least ``16 * batch_size`` passages.
+
+    One call runs (queued on the GPU) while the next one is being filled: the vectors of a call
+    are fetched only once the following call has been queued, so the GPU keeps busy while this
+    thread takes in chunked parts. Calls are large so that sorting by length leaves little
+    padding and few partial batches.
+    """
+
+    def __init__(self, emb: Embedder, batch_size: int, progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.emb = emb
+        self.batch_size = batch_size
+        self.min_call = 16 * batch_size
+        self.n = 0  # passages sent to the embedder
+        self.seconds = 0.0  # embedder time of the calls finished so far
+        self._rows: list[np.ndarray] = []
+        self._ids: list[PackedIds] = []
+        self._buffered = 0
+        self._running: deque[tuple[np.ndarray, PendingEmbeddings]] = deque()
+        self._done: list[tuple[np.ndarray, np.ndarray]] = []
+        self._bar = tqdm(desc="embedding passages", unit="passage", disable=not progress, leave=False)
+
+    def add(self, rows: np.ndarray, ids: PackedIds) -> None:
+        """Queue passages (their final row numbers and content token ids)."""
+        self._rows.append(rows)
+        self._ids.append(ids)
+        self._buffered += len(rows)
+        if self._buffered >= self.min_call:
+            self._send()
+
+    def finish(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Embed what is left, wait for everything; ``(rows, vectors)`` pieces."""
+        try:
+            if self._buffered:
+                self._send()
+            while self._running:
+                self._collect()
+        finally:
+            self._bar.close()
+        return self._done
+
+    def _send(self) -> None:
+        rows = np.concatenate(self._rows)
+        ids = PackedIds.concat(self._ids)
+        self._rows, self._ids, self._buffered = [], [], 0
+        self._running.append((rows, self.emb.start_encode(ids, self.batch_size)))
+        self.n += len(rows)
+        while len(self._running) > 1:
+            self._collect()
+
+    def _collect(self) -> None:
+        rows, pending = self._running.popleft()
+        self._done.append((rows, pending.result()))
+        self.seconds += pending.seconds
+        self._bar.update(len(rows))
 
 
 def _patients_table(notes: pd.DataFrame, passages: pd.DataFrame, labels: pd.DataFrame | None) -> pd.DataFrame:
