@@ -282,8 +282,7 @@ def iter_chunks(
         )
     try:
         for part in parts:
-            if len(part[0]):
-                yield frame(part)
+            yield frame(part)
     finally:
         close = getattr(parts, "close", None)
         if close is not None:

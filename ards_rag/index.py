@@ -264,7 +264,10 @@ def _build(
     # tables) and while the embedder (GPU) embeds the parts chunked so far; passages.parquet while
     # the last vectors are computed. Vectors of unchanged passages come from the old index.
     with atomic_dir(index_dir) as tmp, ThreadPoolExecutor(3, thread_name_prefix="index-write") as io:
-        writes: list[Future[float]] = [io.submit(_timed, notes.to_parquet, tmp / NOTES_FILE, index=False)]
+        # The writers get shallow copies: this thread keeps reading the same tables meanwhile.
+        writes: list[Future[float]] = [
+            io.submit(_timed, notes.copy(deep=False).to_parquet, tmp / NOTES_FILE, index=False)
+        ]
         key = ["note_hash", "char_start", "char_end"]
         old_rows = None
         old_ids: dict[str, str] = {}
@@ -304,7 +307,7 @@ def _build(
             else (frames[0] if frames else pd.DataFrame(columns=PASSAGE_COLUMNS))
         )
         del frames
-        writes.append(io.submit(_timed, passages.to_parquet, tmp / PASSAGES_FILE, index=False))
+        writes.append(io.submit(_timed, passages.copy(deep=False).to_parquet, tmp / PASSAGES_FILE, index=False))
         patients = _patients_table(notes, passages, labels_in)
         writes.append(io.submit(_timed, patients.to_parquet, tmp / PATIENTS_FILE, index=False))
 
