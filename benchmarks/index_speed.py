@@ -7,6 +7,10 @@
 Throughput is end to end through ``build_index`` (chunking with the embedder's tokenizer, embedding,
 FAISS, Parquet, manifest) on a synthetic notes table whose notes are one passage of about
 ``--tokens`` tokens each, so passages/s is comparable with the issue's goal (150-token passages).
+Each row also gives the build's stages (``stages_s``: they overlap, see ``IndexReport.stage_seconds``)
+and the embedder alone on warm kernels (``embed_warm_passages_per_s``: ``--embed-sample`` passages of
+the built lengths, after one untimed warm-up batch). On CUDA, one batch per padded width is run
+before the timed build (``warmup_s``), so kernel selection and loading are not timed.
 Latency uses random unit vectors (384-d) in an index of 10^4, 10^5, 10^6 passages with patients of
 ``--per-patient`` contiguous passages, and times the patient-scoped exact search both ways:
 ``matrix`` (slice of the FAISS storage @ queries) and ``faiss`` (IDSelectorRange); plus a
@@ -84,21 +88,54 @@ def synthetic_table(n: int, tokens: int, tokenizer, seed: int = 0) -> SimpleName
     return SimpleNamespace(notes=notes, labels=labels, source=None)
 
 
+def warm_up(emb, batch_size: int, max_tokens: int) -> float:
+    """On CUDA, one batch of every padded width up to ``max_tokens``; returns the seconds it took."""
+    if not emb.device.startswith("cuda"):
+        return 0.0
+    import torch
+
+    t0 = time.perf_counter()
+    for width in range(8, max_tokens + 1, 8):
+        n_content = width - len(emb.prefix_ids) - len(emb.suffix_ids)
+        emb.encode_ids([np.full(n_content, 1000, dtype=np.int32)] * batch_size, batch_size, count=False)
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def embed_warm_rate(emb, n_tokens: np.ndarray, batch_size: int, sample: int) -> float:
+    """Passages/s of the embedder alone on ``sample`` inputs of the given lengths (random ids),
+    one untimed warm-up batch first."""
+    from ards_rag.embedding import PackedIds
+
+    rng = np.random.default_rng(1)
+    lengths = rng.choice(n_tokens - len(emb.prefix_ids) - len(emb.suffix_ids), size=sample)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = PackedIds(rng.integers(1000, emb.tokenizer.vocab_size, size=int(offsets[-1]), dtype=np.int32), offsets)
+    emb.encode_ids(ids.take(np.arange(min(batch_size, sample))), batch_size, count=False)
+    t0 = time.perf_counter()
+    emb.encode_ids(ids, batch_size, count=False)
+    return sample / (time.perf_counter() - t0)
+
+
 def throughput(args: argparse.Namespace) -> list[dict]:
+    from ards_rag.chunking import default_workers
+
     results = []
     for dtype in args.dtype.split(","):
         emb = load_embedder("minilm", args.device, dtype)
         table = synthetic_table(args.passages, args.tokens, emb.tokenizer)
+        max_tokens = 256
         cfg = resolve_config(
             overrides={
                 "embedder": {"device": args.device, "dtype": dtype, "batch_size": args.batch_size},
-                "chunking": {"max_tokens": 256, "overlap_tokens": 24},
+                "chunking": {"max_tokens": max_tokens, "overlap_tokens": 24, "workers": args.workers},
             }
         )
-        # Warm-up (kernels, allocator) on a few passages, not timed.
+        # Warm-up (kernels, allocator) on a few passages and every padded width, not timed.
         with tempfile.TemporaryDirectory() as tmp:
             warm = SimpleNamespace(notes=table.notes.head(args.batch_size), labels=table.labels, source=None)
             build_index(warm, Path(tmp) / "w", cfg, progress=False, embedder=emb)
+        warmup_s = warm_up(emb, args.batch_size, min(max_tokens, emb.max_seq_length))
         if emb.device.startswith("cuda"):
             import torch
 
@@ -110,18 +147,28 @@ def throughput(args: argparse.Namespace) -> list[dict]:
             wall = time.perf_counter() - t0
             cpu = _cpu_seconds() - c0
             idx = NotesIndex.load(Path(tmp) / "idx")
-            mean_tokens = float(idx.passages["n_tokens"].mean())
+            n_tokens = idx.passages["n_tokens"].to_numpy()
             disk = sum(f.stat().st_size for f in (Path(tmp) / "idx").iterdir())
+            del idx
+        sample = args.embed_sample or (64 if emb.device.startswith("cuda") else 4) * args.batch_size
+        sample = min(sample, report.passages)
         row = {
             "device": emb.device,
             "dtype": emb.dtype,
             "torch_threads": __import__("torch").get_num_threads(),
+            "chunk_workers": args.workers or default_workers(len(table.notes)),
             "passages": report.passages,
-            "mean_tokens": round(mean_tokens, 1),
+            "mean_tokens": round(float(n_tokens.mean()), 1),
             "batch_size": args.batch_size,
+            "warmup_s": round(warmup_s, 2),
             "end_to_end_s": round(wall, 2),
             "end_to_end_passages_per_s": round(report.passages / wall, 1),
+            # Stages overlap (chunking, embedding and writing run at the same time): their sum
+            # exceeds the total. embed = embedder busy time (GPU time on CUDA).
+            "stages_s": report.stage_seconds,
             "embed_only_passages_per_s": round(report.passages_per_s, 1),
+            "embed_warm_passages_per_s": round(embed_warm_rate(emb, n_tokens, args.batch_size, sample), 1),
+            "embed_warm_sample": sample,
             # CPU seconds (all threads and chunking workers) per passage: on a shared, overloaded
             # machine, cores / this is what an idle machine would give.
             "cpu_seconds": round(cpu, 2),
@@ -201,6 +248,10 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=150, help="tokens per passage (special tokens included)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="chunking worker processes (0: the default, one per core but one for big tables)")
+    ap.add_argument("--embed-sample", type=int, default=0,
+                    help="passages for the warm embedder-only rate (0: 64 batches on CUDA, 4 on a CPU)")
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--per-patient", type=int, default=50)
     ap.add_argument("--trials", type=int, default=500)
