@@ -147,7 +147,7 @@ class Scorer:
         self.ludwig_model = ludwig_model
         self.cfg = cfg
         llm = ludwig_model.model
-        from .training import use_sdpa
+        from .training import autocast_for, use_sdpa
 
         self.model = use_sdpa(llm.model)  # PeftModel, or the plain base model (zero-shot)
         self.tokenizer = llm.tokenizer
@@ -181,6 +181,9 @@ class Scorer:
         forward = getattr(self.model, "get_base_model", lambda: self.model)().forward
         self._keep_kw = "logits_to_keep" in inspect.signature(forward).parameters
         self._torch = torch
+        quantization = getattr(getattr(llm, "config_obj", None), "quantization", None)
+        # Quantized models compute in their compute dtype on a GPU, as in training.
+        self._autocast = lambda: autocast_for(self.device, quantization)
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Scorer:
@@ -253,7 +256,8 @@ class Scorer:
                 }
                 if self._keep_kw:
                     kwargs["logits_to_keep"] = 1
-                logits = self.model(**kwargs).logits[:, -1, :]
+                with self._autocast():
+                    logits = self.model(**kwargs).logits[:, -1, :]
                 pair = logits.index_select(-1, cand).float()
                 p_true = torch.softmax(pair, dim=-1)[:, 0].cpu().numpy()
                 out[idx] = p_true

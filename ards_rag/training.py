@@ -12,7 +12,11 @@ Ludwig 0.17.10 crashes at the end of 4-bit training when it reloads the best che
 (bitsandbytes' quantization state is saved with the weights and then reported as unexpected
 keys). :func:`adapter_only_checkpoints` makes Ludwig's checkpoints hold only the trainable
 (adapter) weights, so the reload restores exactly the best adapter and nothing else. Ludwig also
-forces eager attention on quantized models; :func:`sdpa_attention` switches them to SDPA.
+forces eager attention on quantized models; :func:`sdpa_attention` switches them to SDPA. And
+peft's ``prepare_model_for_kbit_training`` (which Ludwig calls) casts every non-quantized weight
+to float32, so without autocast the residual stream and attention of a 4-bit model run in float32;
+:func:`quantized_autocast` runs its forward passes on a GPU in the quantization's compute dtype
+(bfloat16 in ``configs/llama2-7b-qlora.yaml``), as the QLoRA recipe does.
 """
 
 from __future__ import annotations
@@ -279,11 +283,75 @@ def sdpa_attention() -> Iterator[None]:
         llm_module.load_pretrained_from_config = original
 
 
+def compute_dtype(quantization: Any) -> Any:
+    """The torch dtype a quantized model computes in (``bnb_4bit_compute_dtype``), or None when
+    ``quantization`` (a Ludwig config object or dict) is unset."""
+    import torch
+
+    if not quantization:
+        return None
+    name = (quantization.get("bnb_4bit_compute_dtype") if isinstance(quantization, dict)
+            else getattr(quantization, "bnb_4bit_compute_dtype", None))
+    dtype = getattr(torch, str(name or "float16"), None)
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float16
+
+
+def autocast_for(device: Any, quantization: Any) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` in the compute dtype of a quantized model on a CUDA device; a no-op
+    context for a model that is not quantized or not on a GPU (numerics unchanged there)."""
+    import torch
+
+    dtype = compute_dtype(quantization)
+    if dtype is None or torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def float32_outputs(outputs: Any) -> Any:
+    """``outputs`` (a tensor, or a dict of them, nested) with floating tensors in float32."""
+    import torch
+
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: float32_outputs(v) for k, v in outputs.items()}
+    return outputs
+
+
+@contextlib.contextmanager
+def quantized_autocast() -> Iterator[None]:
+    """Run the forward passes of quantized Ludwig LLMs on a GPU under autocast in their compute
+    dtype; their outputs (logits) are returned in float32, so losses are computed as before.
+
+    Without it, the float32 layers that ``prepare_model_for_kbit_training`` leaves keep the whole
+    residual stream, attention included, in float32 (no flash attention; BENCHMARKS.md).
+    """
+    import ludwig.models.llm as llm_module
+
+    original = llm_module.LLM.forward
+
+    def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        quantization = getattr(self.config_obj, "quantization", None)
+        device = getattr(self, "curr_device", None) or next(self.model.parameters()).device
+        ctx = autocast_for(device, quantization)
+        if isinstance(ctx, contextlib.nullcontext):
+            return original(self, *args, **kwargs)
+        with ctx:
+            out = original(self, *args, **kwargs)
+        return float32_outputs(out)
+
+    llm_module.LLM.forward = forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        llm_module.LLM.forward = original  # type: ignore[method-assign]
+
+
 @contextlib.contextmanager
 def ludwig_fixes() -> Iterator[None]:
-    """Both work-arounds for Ludwig 0.17.10 LLM training: adapter-only checkpoints (the 4-bit
-    reload crash) and SDPA attention on quantized models."""
-    with adapter_only_checkpoints(), sdpa_attention():
+    """The work-arounds for Ludwig 0.17.10 LLM training: adapter-only checkpoints (the 4-bit
+    reload crash), SDPA attention and compute-dtype autocast on quantized models."""
+    with adapter_only_checkpoints(), sdpa_attention(), quantized_autocast():
         yield
 
 

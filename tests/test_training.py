@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -151,6 +152,29 @@ def test_eager_attention_is_switched_to_sdpa_with_the_same_outputs(tiny_llama_di
         assert model.config._attn_implementation == "sdpa"
         sdpa = model(input_ids=ids, attention_mask=mask).logits[0, -1]
     torch.testing.assert_close(eager, sdpa, atol=1e-5, rtol=1e-4)
+
+
+def test_quantized_models_autocast_on_gpus_only_and_return_float32() -> None:
+    import ludwig.models.llm as llm_module
+
+    from ards_rag.training import autocast_for, compute_dtype, float32_outputs, quantized_autocast
+
+    q = {"bits": 4, "bnb_4bit_compute_dtype": "bfloat16"}
+    assert compute_dtype(q) is torch.bfloat16
+    assert compute_dtype({"bits": 4}) is torch.float16  # bitsandbytes' default compute dtype
+    assert compute_dtype(None) is None
+    # CPU, or no quantization: numerics untouched.
+    assert isinstance(autocast_for("cpu", q), contextlib.nullcontext)
+    assert isinstance(autocast_for("cuda:0", None), contextlib.nullcontext)
+    assert isinstance(autocast_for("cuda:0", q), torch.autocast)
+    out = float32_outputs({"label::logits": torch.ones(2, 3, dtype=torch.bfloat16),
+                           "nested": {"ids": torch.ones(2, dtype=torch.long)}})
+    assert out["label::logits"].dtype == torch.float32
+    assert out["nested"]["ids"].dtype == torch.long
+    original = llm_module.LLM.forward
+    with quantized_autocast():
+        assert llm_module.LLM.forward is not original
+    assert llm_module.LLM.forward is original  # patch undone
 
 
 def _adapter_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
