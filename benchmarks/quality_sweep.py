@@ -166,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
                 if not (run_dir / "threshold.json").is_file():
                     train(index_dir, cfg, run_dir, progress=False)
                 row["train_s"] = round(time.perf_counter() - t, 1)
+                summary = json.loads((run_dir / "summary.json").read_text("utf-8"))
+                row["epochs"] = summary.get("epochs")
+                row["best_epoch"] = summary.get("best_epoch")
+                row["validation_loss"] = summary.get("validation_loss")
+                row["validation_f1"] = summary.get("validation_f1")
                 metrics = Evaluator(run_dir, index_dir=index_dir, split="test", baselines=False,
                                     n_bootstrap=200).run()
             model = metrics["model"]
