@@ -171,11 +171,12 @@ def main(argv: list[str] | None = None) -> int:
                 row["best_epoch"] = summary.get("best_epoch")
                 row["validation_loss"] = summary.get("validation_loss")
                 row["validation_f1"] = summary.get("validation_f1")
-                metrics = Evaluator(run_dir, index_dir=index_dir, split="test", baselines=False,
-                                    n_bootstrap=200).run()
-            model = metrics["model"]
-            row["llm"] = {k: model.get(k) for k in ("f1", "auroc", "auprc", "sensitivity", "specificity",
-                                                     "threshold")}
+                metrics = Evaluator(run_dir, index_dir=index_dir, split="test", n_bootstrap=200).run()
+            keys = ("f1", "auroc", "auprc", "sensitivity", "specificity", "threshold")
+            row["llm"] = {k: metrics["model"].get(k) for k in keys}
+            # Keyword rule and TF-IDF + LR on all notes, same split (the report's baselines).
+            row["baselines"] = {name: {k: entry.get(k) for k in keys}
+                                for name, entry in (metrics.get("baselines") or {}).items()}
             row["total_s"] = round(time.perf_counter() - t, 1)
         text = json.dumps(row)
         print(text, flush=True)
