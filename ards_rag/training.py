@@ -202,6 +202,9 @@ def ludwig_config(cfg: Config, base_model_path: str, tokenizer: Any, *, zero_sho
     lc["backend"] = {**(lc.get("backend") or {}), "type": "local"}
     gen = dict(lc.get("generation") or {})
     gen["do_sample"] = False
+    # Greedy decoding ignores the temperature; Ludwig's default (0.1) makes transformers refuse to
+    # save a fully fine-tuned model's generation config ("temperature is only used in sampling").
+    gen["temperature"] = 1.0
     # Room for any answer-prefix tokens (a BOS some tokenizers put before the answer) + 1.
     gen["max_new_tokens"] = max(int(gen.get("max_new_tokens") or 1), answer_tokens(tokenizer) - 1)
     lc["generation"] = gen

@@ -256,6 +256,19 @@ def test_zero_shot_and_truncate_runs(tmp_path: Path, tiny_llama_dir: Path, small
     assert ((p >= 0) & (p <= 1)).all()
 
 
+def test_full_fine_tuning_without_an_adapter(tmp_path: Path, tiny_llama_dir: Path, small_index_dir: Path) -> None:
+    from ards_rag.prediction import Scorer
+
+    cfg = tiny_config(tiny_llama_dir, adapter=None)
+    report = train(small_index_dir, cfg, tmp_path / "full", progress=False)
+    assert report.epochs == 1
+    assert yaml.safe_load((tmp_path / "full" / "config.yaml").read_text())["ludwig"]["adapter"] is None
+    scorer = Scorer.from_run(tmp_path / "full")
+    assert not hasattr(scorer.model, "peft_config")  # the whole model was trained, no adapter
+    p = scorer.score(["Note 1: lungs clear", "Note 1: bilateral opacities"])
+    assert ((p >= 0) & (p <= 1)).all()
+
+
 def test_a_failed_run_keeps_the_previous_one(tiny_run: Path, tmp_path: Path, tiny_llama_dir: Path,
                                              small_index_dir: Path) -> None:
     import shutil
