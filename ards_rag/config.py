@@ -49,7 +49,7 @@ DEFAULTS: Config = {
         "max_tokens": 128,
         "overlap_tokens": 24,  # tokens shared by consecutive windows of a long section
         "min_tokens": 24,  # a shorter section (e.g. a one-line EXAMINATION:) joins the next one
-        # processes chunking in parallel (0: one per core, up to 16, above 20,000 notes); no
+        # processes chunking in parallel (0: one per core but one, up to 16, from 5,000 notes); no
         # effect on the passages
         "workers": 0,
     },

@@ -126,7 +126,7 @@ def test_default_yaml_equals_the_built_in_defaults() -> None:
     assert resolve_config(CONFIGS / "default.yaml") == resolve_config()
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "gemma3-270m.yaml", "llama2-7b-qlora.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "gemma3-270m.yaml", "llama2-7b-qlora.yaml", "smollm2-full.yaml"])
 def test_shipped_configs_resolve_and_leave_room_for_context(name: str, smollm2_tokenizer) -> None:  # noqa: ANN001
     from ards_rag.config import DEFAULTS, read_yaml
 
