@@ -59,6 +59,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "adapter": {"r": 16, "alpha": 32, "target_modules": ALL_LINEAR}}}},
     "e3_prompt768": {"llm": True, "overrides": {"ludwig": {
         "trainer": {"epochs": 3}, "preprocessing": {"global_max_sequence_length": 768}}}},
+    "dxq_e3_p768": {"llm": True, "overrides": {
+        "retrieval": {"queries": "+differential"},
+        "ludwig": {"trainer": {"epochs": 3}, "preprocessing": {"global_max_sequence_length": 768}}}},
+    "e5": {"llm": True, "overrides": {"ludwig": {"trainer": {"epochs": 5}}}},
+    "dxq_e3": {"llm": True, "overrides": {"retrieval": {"queries": "+differential"},
+                                          "ludwig": {"trainer": {"epochs": 3}}}},
+    "lora_lr2e4_e3": {"llm": True, "overrides": {"ludwig": {"trainer": {"epochs": 3, "learning_rate": 0.0002}}}},
+    # configs/smollm2-full.yaml
+    "full_e3": {"llm": True, "overrides": {"ludwig": {
+        "adapter": None, "trainer": {"epochs": 3, "learning_rate": 0.00005}}}},
 }
 
 
