@@ -66,6 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def workdir_and_config(args: argparse.Namespace) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Create ``args.workdir``; return it, the overrides (``seed``, embedder ``device``) and the
+    config resolved from ``args.config`` with them."""
+    from ards_rag.config import resolve_config
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    overrides: dict[str, Any] = {"seed": args.seed}
+    if args.device:
+        overrides["embedder"] = {"device": args.device}
+    return work, overrides, resolve_config(args.config, overrides)
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=200, help="synthetic cohort size")
@@ -86,19 +99,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                     help="keep what already exists in --workdir (cohort, index, runs)")
     args = ap.parse_args(argv)
 
-    from ards_rag.config import resolve_config
     from ards_rag.evaluation import Evaluator, format_table, systems_table
     from ards_rag.index import build_index
     from ards_rag.notes import load_notes
     from ards_rag.synthetic import write_cohort
     from ards_rag.training import train
 
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    overrides: dict[str, Any] = {"seed": args.seed}
-    if args.device:
-        overrides["embedder"] = {"device": args.device}
-    cfg = resolve_config(args.config, overrides)
+    work, _, cfg = workdir_and_config(args)
     timings: dict[str, float] = {}
 
     cohort = work / "cohort"

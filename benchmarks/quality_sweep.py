@@ -32,7 +32,10 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from quality import workdir_and_config  # same folder
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DIFFERENTIAL_QUERIES = [
@@ -134,12 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown variants: {', '.join(unknown)} (have {', '.join(variants)})")
         variants = {k: variants[k] for k in wanted}
 
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    base_over: dict[str, Any] = {"seed": args.seed}
-    if args.device:
-        base_over["embedder"] = {"device": args.device}
-    base_cfg = resolve_config(args.config, base_over)
+    work, base_over, base_cfg = workdir_and_config(args)
     notes_csv = work / "cohort" / "notes.csv"
     if not notes_csv.is_file():
         t = time.perf_counter()
@@ -164,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, spec in variants.items():
         over = expand(spec.get("overrides") or {}, base_cfg["retrieval"]["queries"])
         cfg = resolve_config(args.config, deep_merge(base_over, over))
-        row: dict[str, Any] = {"variant": name, "overrides": over, "patients": args.patients,
+        row: dict[str, Any] = {"variant": name, "overrides": over, "patients": len(labels),
                                "seed": args.seed, "test_patients": int((split["split"] == "test").sum())}
         t = time.perf_counter()
         row["context_tfidf_lr"] = context_ceiling(index, cfg, split)
