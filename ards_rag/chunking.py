@@ -20,6 +20,7 @@ the exact slice ``text[char_start:char_end]`` of the note.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 from collections import deque
@@ -116,6 +117,8 @@ def find_sections(text: str) -> list[tuple[int, str]]:
     Text before the first header is a section named ``""`` (the preamble).
     """
     out: list[tuple[int, str]] = [(0, PREAMBLE)]
+    if ":" not in text:  # every header ends with a colon; the scan below costs far more
+        return out
     for m in HEADER_RE.finditer(text):
         name = (m.group("h1") or m.group("h2")).strip()
         if sum(c.isalpha() for c in name) < 3:
@@ -306,25 +309,20 @@ def _chunk_texts(
     out_texts: list[str] = []
     nums: dict[str, list[int]] = {"char_start": [], "char_end": [], "n_tokens": []}
     all_ids: list[np.ndarray] = []
-    raw = hasattr(encoder, "encode_batch")
     for b0 in range(0, len(texts), batch_size):
         batch = list(texts[b0 : b0 + batch_size])
-        if raw:
-            # The Rust tokenizer directly: the transformers wrapper's per-item dicts cost more
-            # than the tokenization itself.
-            encs = encoder.encode_batch(batch, add_special_tokens=False)
-            pairs = [(e.ids, e.offsets) for e in encs]
-        else:
-            enc = encoder(batch, add_special_tokens=False, return_offsets_mapping=True,
-                          return_attention_mask=False, return_token_type_ids=False, verbose=False)
-            pairs = list(zip(enc["input_ids"], enc["offset_mapping"], strict=True))
-        for j, (id_list, off_list) in enumerate(pairs):
-            if not id_list:
+        for j, (ids, offs) in enumerate(_encode_notes(batch, encoder)):
+            n = len(ids)
+            if not n:
                 continue
             text = batch[j]
-            ids = np.asarray(id_list, dtype=np.int32)
-            offs = np.asarray(off_list, dtype=np.int64).reshape(-1, 2)
-            for sec, a, b, hard in _note_spans(text, offs, params, budget):
+            secs = find_sections(text)
+            if n <= budget and len(secs) == 1:
+                # One section that fits one window (the common case): what _note_spans would give.
+                spans: list[tuple[str, int, int, bool]] = [(secs[0][1], 0, n, False)]
+            else:
+                spans = _note_spans(text, offs, params, budget, secs)
+            for sec, a, b, hard in spans:
                 cs, ce = int(offs[a, 0]), int(offs[b - 1, 1])
                 while hard and b - a > 1 and _n_tokens(encoder, text[cs:ce]) > budget:
                     b -= 1
@@ -346,6 +344,152 @@ def _chunk_texts(
         {k: np.asarray(v, dtype=np.int64) for k, v in nums.items()},
         PackedIds(flat, offsets),
     )
+
+
+def _encode_notes(texts: list[str], encoder: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Content token ids (int32) and character offsets (``(n, 2)`` int64) of each of ``texts``,
+    exactly as ``encoder`` gives them (no special tokens).
+
+    With a BERT WordPiece backend (MiniLM's), plain-ASCII notes take a fast path that gives the
+    same tokens: words and punctuation are found with numpy over the whole batch and each distinct
+    word is tokenized once per process (cached), since the Rust tokenizer's per-character
+    normalization and per-token Python objects cost several times more than the rest of chunking.
+    Other notes, and other tokenizers, go through ``encoder`` itself.
+    """
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(texts)
+    spec = _fast_spec(encoder)
+    if spec is not None:
+        ascii_rows = [i for i, t in enumerate(texts) if t.isascii()]
+        if ascii_rows:
+            for i, pair in zip(ascii_rows, _encode_ascii([texts[i] for i in ascii_rows], encoder, spec),
+                               strict=True):
+                out[i] = pair
+    rest = [i for i, pair in enumerate(out) if pair is None]
+    if rest:
+        for i, pair in zip(rest, _encode_slow([texts[i] for i in rest], encoder), strict=True):
+            out[i] = pair
+    return out  # type: ignore[return-value]
+
+
+def _encode_slow(texts: list[str], encoder: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    if hasattr(encoder, "encode_batch"):
+        # The Rust tokenizer directly: the transformers wrapper's per-item dicts cost more
+        # than the tokenization itself.
+        encs = encoder.encode_batch(texts, add_special_tokens=False)
+        pairs = [(e.ids, e.offsets) for e in encs]
+    else:
+        enc = encoder(texts, add_special_tokens=False, return_offsets_mapping=True,
+                      return_attention_mask=False, return_token_type_ids=False, verbose=False)
+        pairs = list(zip(enc["input_ids"], enc["offset_mapping"], strict=True))
+    return [(np.asarray(i, dtype=np.int32), np.asarray(o, dtype=np.int64).reshape(-1, 2)) for i, o in pairs]
+
+
+@dataclass
+class _FastSpec:
+    """What the ASCII fast path needs to know of a BERT WordPiece tokenizer."""
+
+    lowercase: bool
+    specials: tuple[str, ...]  # added tokens, matched in the raw text before normalization
+    words: dict[str, tuple[int, ...]]  # word -> (id, start, end) per token, offsets in the word
+
+
+_FAST_SPECS: dict[int, tuple[Any, _FastSpec | None]] = {}
+_WORD_CACHE_MAX = 1_000_000
+# Character classes of ASCII bytes, as the BERT normalizer and pre-tokenizer see them: 0 white
+# space (split), 1 letter or digit (word), 2 punctuation (a token of its own), 3 anything else
+# (control characters, removed by the normalizer: those notes take the slow path).
+_ASCII_CLASS = np.full(256, 3, dtype=np.uint8)
+_ASCII_CLASS[[9, 10, 13, 32]] = 0
+_ASCII_CLASS[33:127] = 2
+for _c in range(128):
+    if chr(_c).isalnum():
+        _ASCII_CLASS[_c] = 1
+_WORD_RE = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9\s]")
+
+
+def _fast_spec(encoder: Any) -> _FastSpec | None:
+    """The fast-path description of ``encoder`` if it is a BERT WordPiece ``tokenizers.Tokenizer``."""
+    key = id(encoder)
+    if key not in _FAST_SPECS:
+        spec = None
+        if hasattr(encoder, "encode_batch") and hasattr(encoder, "to_str"):
+            import json
+
+            try:
+                cfg = json.loads(encoder.to_str())
+            except Exception:  # noqa: BLE001 - no fast path then
+                cfg = {}
+            norm, pre, model = cfg.get("normalizer") or {}, cfg.get("pre_tokenizer") or {}, cfg.get("model") or {}
+            if (
+                norm.get("type") == "BertNormalizer"
+                and norm.get("clean_text", True)
+                and pre.get("type") == "BertPreTokenizer"
+                and model.get("type") == "WordPiece"
+            ):
+                lower = bool(norm.get("lowercase", True))
+                spec = _FastSpec(lower, tuple(t["content"] for t in cfg.get("added_tokens") or [] if t.get("content")), {})
+        _FAST_SPECS[key] = (encoder, spec)  # keep the encoder alive so its id stays unique
+    return _FAST_SPECS[key][1]
+
+
+def _encode_ascii(texts: list[str], encoder: Any, spec: _FastSpec) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Tokens of ASCII ``texts`` as the BERT tokenizer gives them; None for a note it cannot do
+    (control characters, or an added token such as ``[CLS]`` written in the text)."""
+    joined = "\n".join(texts)
+    if spec.lowercase:
+        joined = joined.lower()
+    cls = _ASCII_CLASS[np.frombuffer(joined.encode("ascii"), dtype=np.uint8)]
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    bases = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lengths + 1, out=bases[1:])
+    bad = np.flatnonzero(cls == 3)
+    skip = set((np.searchsorted(bases, bad, side="right") - 1).tolist()) if len(bad) else set()
+    for tok in spec.specials:
+        needle = tok.lower() if spec.lowercase else tok
+        at = joined.find(needle)
+        while at >= 0:
+            skip.add(int(np.searchsorted(bases, at, side="right")) - 1)
+            at = joined.find(needle, at + 1)
+    if skip:  # rare: redo the batch without those notes
+        keep = [i for i in range(len(texts)) if i not in skip]
+        done = _encode_ascii([texts[i] for i in keep], encoder, spec) if keep else []
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(texts)
+        for i, pair in zip(keep, done, strict=True):
+            out[i] = pair
+        return out
+
+    # Word starts: a punctuation character is a word; so is a run of letters and digits.
+    word = cls == 1
+    prev_word = np.zeros_like(word)
+    prev_word[1:] = word[:-1]
+    w_starts = np.flatnonzero((cls == 2) | (word & ~prev_word))
+    words = _WORD_RE.findall(joined)
+    if len(words) != len(w_starts):  # cannot happen for text that passed the checks above
+        return [None] * len(texts)
+
+    cache = spec.words
+    missing = {w for w in set(words) if w not in cache}
+    if missing:
+        if len(cache) + len(missing) > _WORD_CACHE_MAX:
+            cache.clear()
+        miss = sorted(missing)
+        for w, e in zip(miss, encoder.encode_batch(miss, add_special_tokens=False), strict=True):
+            cache[w] = tuple(v for i, (a, b) in zip(e.ids, e.offsets, strict=True) for v in (i, a, b))
+    toks = [cache[w] for w in words]
+    per_word = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks)) // 3
+    flat = np.fromiter(itertools.chain.from_iterable(toks), dtype=np.int64, count=int(per_word.sum()) * 3)
+    flat = flat.reshape(-1, 3)
+    base = np.repeat(w_starts, per_word)
+    ids = flat[:, 0].astype(np.int32)
+    offs = np.empty((len(flat), 2), dtype=np.int64)
+    offs[:, 0] = base + flat[:, 1]
+    offs[:, 1] = base + flat[:, 2]
+    # Tokens of note k: those starting in [bases[k], bases[k + 1]); offsets relative to the note.
+    cut = np.searchsorted(offs[:, 0], bases, side="left")
+    return [
+        (ids[cut[k] : cut[k + 1]], offs[cut[k] : cut[k + 1]] - bases[k])
+        for k in range(len(texts))
+    ]
 
 
 _BACKENDS: dict[int, Any] = {}
@@ -448,12 +592,15 @@ def _col(df: pd.DataFrame, name: str, default: Any) -> pd.Series:
 
 
 def _note_spans(
-    text: str, offs: np.ndarray, params: ChunkParams, budget: int
+    text: str, offs: np.ndarray, params: ChunkParams, budget: int,
+    sections: list[tuple[int, str]] | None = None,
 ) -> list[tuple[str, int, int, bool]]:
-    """Token spans ``(section, first, end, cut_inside_a_word)`` of one note."""
+    """Token spans ``(section, first, end, cut_inside_a_word)`` of one note (``sections``: its
+    :func:`find_sections`, computed here when not given)."""
     starts = offs[:, 0]
     n = len(starts)
-    sections = find_sections(text)
+    if sections is None:
+        sections = find_sections(text)
     sec_chars = np.asarray([s for s, _ in sections], dtype=np.int64)
     # First token of each section (tokens are assigned by their start character).
     sec_tok = np.searchsorted(starts, sec_chars, side="left")

@@ -169,3 +169,23 @@ def test_parallel_chunking_after_the_embedder_ran_is_safe_and_identical(notes):
     parts.close()
     pd.testing.assert_frame_equal(first, one.iloc[: len(first)])
     assert len(first_ids) == len(first)
+
+
+def test_fast_ascii_tokenization_equals_the_rust_tokenizer(tokenizer):
+    """The ASCII fast path gives exactly the ids and offsets of the tokenizer itself, also for
+    control characters, added tokens written in the text, over-long words and batch edges."""
+    from ards_rag.chunking import _encode_notes, _encode_slow, _raw_backend
+
+    enc = _raw_backend(tokenizer)
+    rng = np.random.default_rng(7)
+    pieces = ["opacity", "ARDS", "FiO2", "80%", "(PEEP)", "x-ray", "s/p", "Unaffable", "tachypnea", " ", "  ",
+              "\n", "\t", "\r\n", ".", ",", ":", "'", '"', "~", "`", "\\", "[CLS]", "[mask]", "[SEP", "\x00",
+              "\x0b", "\x7f", "a" * 101, "b" * 100, "12345678901234", "___", "e.g.", "ETT", "IMPRESSION:"]
+    texts = ["", " ", "\n\n", "a", "[UNK]"] + [
+        "".join(rng.choice(pieces, size=int(rng.integers(1, 60)))) for _ in range(400)
+    ]
+    got = _encode_notes(texts, enc)
+    want = _encode_slow(texts, enc)
+    for (gi, go), (wi, wo) in zip(got, want, strict=True):
+        assert gi.tolist() == wi.tolist()
+        assert go.tolist() == wo.tolist()
