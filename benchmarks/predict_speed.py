@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -43,10 +42,9 @@ def run_one(args: argparse.Namespace, seq_len: str) -> list[dict[str, Any]]:
     import numpy as np
     import pandas as pd
     import torch
-    from ludwig.api import LudwigModel
 
     from ards_rag.prediction import Scorer
-    from ards_rag.training import ludwig_config, ludwig_fixes
+    from ards_rag.training import ludwig_config
 
     cfg, tok, budget, base = train_speed.prepare(args, seq_len)
     cfg["ludwig"]["trainer"]["epochs"] = 1
@@ -56,12 +54,7 @@ def run_one(args: argparse.Namespace, seq_len: str) -> list[dict[str, Any]]:
     train_ctx = train_speed.synthetic_rows(tok, budget, 8, seed=1)
     frame = pd.DataFrame({"context": train_ctx, "label": ["true", "false"] * 4, "split": [0] * 4 + [1] * 4})
     t0 = time.perf_counter()
-    model = LudwigModel(lc, logging_level=logging.ERROR, backend="local")
-    with ludwig_fixes():
-        model.train(dataset=frame, output_directory=str(Path(args.out_dir) / f"predict-{seq_len}"),
-                    skip_save_model=False, skip_save_progress=True, skip_save_log=True,
-                    skip_save_processed_input=True, skip_save_training_description=True,
-                    skip_save_training_statistics=True, random_seed=0)
+    model = train_speed.ludwig_train(lc, frame, Path(args.out_dir) / f"predict-{seq_len}")
     load_s = time.perf_counter() - t0
     scorer = Scorer(model, cfg)
     contexts = train_speed.synthetic_rows(tok, budget, args.rows, seed=2)

@@ -129,15 +129,29 @@ def prepare(args: argparse.Namespace, seq_len: str) -> tuple[dict[str, Any], Any
     return cfg, tok, context_budget(cfg, tok), base
 
 
+def ludwig_train(lc: dict[str, Any], frame: Any, out_dir: Path, callbacks: list[Any] | None = None) -> Any:
+    """Train a LudwigModel on ``frame`` as ``ards-rag train`` does (``ludwig_fixes``), quietly."""
+    from ludwig.api import LudwigModel
+
+    from ards_rag.training import ludwig_fixes
+
+    model = LudwigModel(lc, logging_level=logging.ERROR, backend="local", callbacks=callbacks)
+    with ludwig_fixes():
+        model.train(dataset=frame, output_directory=str(out_dir),
+                    skip_save_model=False, skip_save_progress=True, skip_save_log=True,
+                    skip_save_processed_input=True, skip_save_training_description=True,
+                    skip_save_training_statistics=True, random_seed=0)
+    return model
+
+
 def run_one(args: argparse.Namespace, seq_len: str) -> dict[str, Any]:
     """Train for ``--steps`` steps at one sequence length; return the measurements."""
     import pandas as pd
     import torch
-    from ludwig.api import LudwigModel
     from ludwig.callbacks import Callback
 
     from ards_rag.prompt import ludwig_template
-    from ards_rag.training import ludwig_config, ludwig_fixes
+    from ards_rag.training import ludwig_config
 
     t0 = time.perf_counter()
     cfg, tok, budget, base = prepare(args, seq_len)
@@ -171,12 +185,7 @@ def run_one(args: argparse.Namespace, seq_len: str) -> dict[str, Any]:
     timer = Timer()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    model = LudwigModel(lc, logging_level=logging.ERROR, backend="local", callbacks=[timer])
-    with ludwig_fixes():
-        model.train(dataset=frame, output_directory=str(Path(args.out_dir) / f"train-{seq_len}"),
-                    skip_save_model=False, skip_save_progress=True, skip_save_log=True,
-                    skip_save_processed_input=True, skip_save_training_description=True,
-                    skip_save_training_statistics=True, random_seed=0)
+    ludwig_train(lc, frame, Path(args.out_dir) / f"train-{seq_len}", callbacks=[timer])
     total = time.perf_counter() - t0
     steady = timer.steps[args.warmup:]
     mean_tokens = sum(seq_tokens[:n_train]) / n_train
