@@ -104,8 +104,8 @@ DEFAULTS: Config = {
         "generation": {"max_new_tokens": 2, "do_sample": False},
         "trainer": {
             "type": "finetune",  # `ards-rag train --zero-shot` records a run with type none
-            # one pass, a LoRA-sized learning rate: `make demo` (160 patients, ~170 oversampled
-            # rows of ~380 tokens) trains in ~7 min at 150 tokens/s on 2 cores
+            # one pass, a LoRA-sized learning rate: `make demo` (80 patients, 84 oversampled
+            # rows of ~380 tokens) trains in ~5 min on 2 cores (BENCHMARKS.md)
             "epochs": 1,
             "batch_size": 4,
             "eval_batch_size": 8,

@@ -31,6 +31,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _chmod_like_mkdir(tmp)  # mkdtemp made it private (0700); the result is an ordinary folder
     _fsync_tree(tmp)
     old = target.parent / f".{target.name}.old-{os.getpid()}"
     if target.exists():
@@ -38,6 +39,12 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     os.replace(tmp, target)
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _chmod_like_mkdir(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
 
 
 def recover(target: str | Path) -> None:

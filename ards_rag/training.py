@@ -26,7 +26,6 @@ import copy
 import json
 import logging
 import math
-import os
 import platform
 import sys
 import time
@@ -656,15 +655,8 @@ def train(
         # Keys other modules read (evaluation.run_kind).
         summary.update({"index_dir": str(Path(index_dir).resolve()), "strategy": strategy})
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        _chmod_like_mkdir(tmp)  # the temporary folder was created private (mkdtemp)
     say(f"done in {report.seconds:.0f} s: {run}")
     return report
-
-
-def _chmod_like_mkdir(path: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o777 & ~umask)
 
 
 def _f1(y: np.ndarray, pred: np.ndarray) -> float:
