@@ -112,6 +112,14 @@ run_option = click.option(
     type=click.Path(file_okay=False),
     help="Run folder; default: the latest run in runs/.",
 )
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(["model", "bf16", "fp8"]),
+    default="model",
+    show_default=True,
+    help="Scoring precision: as trained, or dense bf16 / FP8 weights with the LoRA adapter "
+    "merged (faster on a GPU; fp8 needs compute capability 8.9+).",
+)
 notes_options = [
     click.option(
         "--format",
@@ -285,6 +293,7 @@ def train(
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
               help="CSV output for batch predictions.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@precision_option
 @run_option
 @index_option
 @with_notes_options
@@ -297,6 +306,7 @@ def predict(
     new_notes: str | None,
     out_path: str | None,
     as_json: bool,
+    precision: str,
     run_dir: str | None,
     index_dir: str,
     notes_opts: dict[str, Any],
@@ -316,14 +326,14 @@ def predict(
         new_ids = prediction.add_notes_to_index(run, index_dir, table)
         click.echo(f"Added {len(new_ids)} patients from {new_notes} to {index_dir}.", err=True)
     if patient_id:
-        result = prediction.predict_one(run, index_dir, str(patient_id))
+        result = prediction.predict_one(run, index_dir, str(patient_id), precision=precision)
         click.echo(json.dumps(result, indent=2) if as_json else prediction.format_prediction(result))
         return
     ids = prediction.select_patients(
         run, index_dir, unlabeled=unlabeled, all_patients=all_patients,
         patients_file=patients_file, new_ids=new_ids,
     )
-    frame = prediction.predict_patients(run, index_dir, ids)
+    frame = prediction.predict_patients(run, index_dir, ids, precision=precision)
     if out_path:
         frame.to_csv(out_path, index=False)
         click.echo(f"Wrote {len(frame)} predictions to {out_path}.")
@@ -339,14 +349,15 @@ def predict(
 @index_option
 @click.option("--split", type=click.Choice(["test", "validation", "train"]), default="test",
               show_default=True)
+@precision_option
 @reports_errors
-def evaluate(run_dir: str | None, index_dir: str, split: str) -> None:
+def evaluate(run_dir: str | None, index_dir: str, split: str, precision: str) -> None:
     """Score a split; write metrics.json, predictions.csv, plots and report.md in the run."""
     from .evaluation import Evaluator
     from .prediction import resolve_run
 
     run = resolve_run(run_dir, DEFAULT_RUNS)
-    evaluator = Evaluator(run, index_dir=index_dir, split=split)
+    evaluator = Evaluator(run, index_dir=index_dir, split=split, precision=precision)
     evaluator.run()
     click.echo(evaluator.summary())
     click.echo(f"Report: {Path(run) / 'report.md'}")

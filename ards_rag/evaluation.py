@@ -1099,8 +1099,9 @@ class Evaluator:
     def __init__(self, run_dir: str | Path, index_dir: str | Path | None = None,
                  split: str = "test", *, batch_size: int | None = None,
                  baselines: bool = True, n_bootstrap: int = 1000, seed: int | None = None,
-                 ) -> None:
+                 precision: str = "model") -> None:
         self.run_dir = Path(run_dir)
+        self.precision = precision
         self.index_dir = Path(index_dir) if index_dir is not None else None
         self.split = split
         self.batch_size = batch_size
@@ -1137,7 +1138,7 @@ class Evaluator:
         """The model's predictions for ``patient_ids`` (one batched pass per batch)."""
         from .prediction import predict_patients
 
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"precision": self.precision}
         if self.batch_size is not None:
             kwargs["batch_size"] = self.batch_size
         return predict_patients(self.run_dir, index, patient_ids, **kwargs)
@@ -1153,7 +1154,7 @@ class Evaluator:
         from .retrieval import Retriever
 
         cfg = read_run_config(self.run_dir)
-        tokenizer = get_scorer(self.run_dir).tokenizer  # loaded once per process by score()
+        tokenizer = get_scorer(self.run_dir, self.precision).tokenizer  # loaded once by score()
         retriever = Retriever(index, cfg, tokenizer, context_budget(cfg, tokenizer))
         return {ctx.patient_id: [dict(p) for p in ctx.passages]
                 for ctx in retriever.contexts(patient_ids)}
@@ -1198,8 +1199,12 @@ class Evaluator:
         if self.split == "train":
             remarks.insert(0, "the model was fine-tuned on these patients: training-set figures "
                               "show fit, not how it does on new patients")
+        if self.precision != "model":
+            remarks.append(f"scored in {self.precision} (dense weights, LoRA merged); the threshold "
+                           "was chosen in the run's own precision")
         kind = run_kind(self.run_dir)
         kind["index"] = str(index_dir)
+        kind["precision"] = self.precision
         label = "zero-shot" if kind["zero_shot"] else "fine-tuned"
         self.metrics = write_evaluation(
             self.run_dir, frame, threshold, baselines, evidence, split=self.split,

@@ -138,21 +138,33 @@ class Scorer:
     """P("true") for prompts, from batched forward passes of a trained Ludwig LLM.
 
     Build it with :meth:`from_run` (loads the Ludwig model once) or from an in-memory
-    ``LudwigModel`` and the resolved config it was trained with.
+    ``LudwigModel`` and the resolved config it was trained with. ``precision``: ``model`` (as
+    trained), ``bf16`` or ``fp8`` (dense merged weights, faster on a GPU; see
+    :mod:`ards_rag.precision`). ``bf16`` and ``fp8`` convert the Ludwig model in place: use
+    them only on a model loaded for scoring.
     """
 
-    def __init__(self, ludwig_model: Any, cfg: dict[str, Any]) -> None:
+    def __init__(self, ludwig_model: Any, cfg: dict[str, Any], precision: str = "model") -> None:
         import torch
+
+        from .precision import check_precision, convert_for_scoring
 
         self.ludwig_model = ludwig_model
         self.cfg = cfg
         llm = ludwig_model.model
-        from .training import autocast_for, use_sdpa
+        from .training import autocast_for, compute_dtype, use_sdpa
 
         self.model = use_sdpa(llm.model)  # PeftModel, or the plain base model (zero-shot)
         self.tokenizer = llm.tokenizer
         self.model.eval()
         self.device = next(self.model.parameters()).device
+        check_precision(precision, self.device)
+        self.precision = precision
+        quantization = getattr(getattr(llm, "config_obj", None), "quantization", None)
+        if precision != "model" or (quantization and self.device.type == "cuda"):
+            # A quantized model on a GPU: its float32 norms and embeddings go to the compute
+            # dtype too (Ludwig keeps them float32 for training; scoring does not need it).
+            convert_for_scoring(self.model, precision, compute_dtype(quantization) or torch.bfloat16)
         self.template = ludwig_template(cfg)
         self.input_name = input_column(cfg)
         meta = ludwig_model.training_set_metadata
@@ -181,12 +193,11 @@ class Scorer:
         forward = getattr(self.model, "get_base_model", lambda: self.model)().forward
         self._keep_kw = "logits_to_keep" in inspect.signature(forward).parameters
         self._torch = torch
-        quantization = getattr(getattr(llm, "config_obj", None), "quantization", None)
         # Quantized models compute in their compute dtype on a GPU, as in training.
         self._autocast = lambda: autocast_for(self.device, quantization)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path) -> Scorer:
+    def from_run(cls, run_dir: str | Path, precision: str = "model") -> Scorer:
         """Load the run's Ludwig model (once) on the best available device."""
         from .models import resolve_base_model
 
@@ -202,7 +213,7 @@ class Scorer:
                     f"{run}: base model folder {recorded} no longer exists; restore it or retrain"
                 )
         ludwig_model = _load_ludwig(run / MODEL_DIR)
-        return cls(ludwig_model, cfg)
+        return cls(ludwig_model, cfg, precision)
 
     # -- tokenization, as Ludwig does it --------------------------------------------------------
 
@@ -309,17 +320,18 @@ def _load_ludwig(model_dir: Path) -> Any:
         raise RunError(f"{model_dir}: cannot load the Ludwig model ({first}); train the run again") from None
 
 
-_SCORERS: dict[tuple[str, float], Scorer] = {}
+_SCORERS: dict[tuple[str, float, str], Scorer] = {}
 
 
-def get_scorer(run_dir: str | Path) -> Scorer:
-    """A :class:`Scorer` for the run, loaded once per process (and reloaded if retrained)."""
+def get_scorer(run_dir: str | Path, precision: str = "model") -> Scorer:
+    """A :class:`Scorer` for the run in ``precision``, loaded once per process (and reloaded if
+    retrained)."""
     run = check_run(run_dir).resolve()
-    key = (str(run), (run / "summary.json").stat().st_mtime)
+    key = (str(run), (run / "summary.json").stat().st_mtime, precision)
     if key not in _SCORERS:
-        for old in [k for k in _SCORERS if k[0] == key[0]]:
+        for old in [k for k in _SCORERS if k[0] == key[0] and k[1] != key[1]]:
             del _SCORERS[old]
-        _SCORERS[key] = Scorer.from_run(run)
+        _SCORERS[key] = Scorer.from_run(run, precision)
     return _SCORERS[key]
 
 
@@ -341,6 +353,7 @@ def predict_patients(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     scorer: Scorer | None = None,
+    precision: str = "model",
 ) -> pd.DataFrame:
     """Score patients with the run: ``patient_id, prediction, probability, evidence_note_ids``.
 
@@ -348,7 +361,7 @@ def predict_patients(
     run's (else :class:`ManifestMismatchError`). Contexts are rebuilt with the run's retrieval
     settings; ``prediction`` is ``probability >= threshold`` (the run's ``threshold.json``);
     ``evidence_note_ids`` are the notes of the passages the model read, strongest first, joined
-    by ``;``. Unknown ids raise :class:`UnknownPatientError`.
+    by ``;``. Unknown ids raise :class:`UnknownPatientError`. ``precision``: see :class:`Scorer`.
     """
     from .retrieval import Retriever
 
@@ -364,7 +377,7 @@ def predict_patients(
         )
     cfg = read_run_config(run)
     threshold = read_threshold(run)
-    scorer = scorer or get_scorer(run)
+    scorer = scorer or get_scorer(run, precision)
     from .prompt import context_budget
 
     retriever = Retriever(notes_index, cfg, scorer.tokenizer, context_budget(cfg, scorer.tokenizer))
@@ -380,7 +393,8 @@ def predict_patients(
     )
 
 
-def predict_one(run_dir: str | Path, index: Any, patient_id: str, *, evidence_chars: int = 200) -> dict[str, Any]:
+def predict_one(run_dir: str | Path, index: Any, patient_id: str, *, evidence_chars: int = 200,
+                precision: str = "model") -> dict[str, Any]:
     """One patient's answer with its evidence (for ``ards-rag predict --patient-id``)."""
     from .prompt import context_budget
     from .retrieval import Retriever
@@ -390,7 +404,7 @@ def predict_one(run_dir: str | Path, index: Any, patient_id: str, *, evidence_ch
     check_index_matches(run, notes_index)
     cfg = read_run_config(run)
     threshold = read_threshold(run)
-    scorer = get_scorer(run)
+    scorer = get_scorer(run, precision)
     retriever = Retriever(notes_index, cfg, scorer.tokenizer, context_budget(cfg, scorer.tokenizer))
     ctx = retriever.context(str(patient_id))
     p = float(scorer.score([ctx.text])[0])

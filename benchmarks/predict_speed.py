@@ -10,11 +10,16 @@ same synthetic contexts, filled to the context budget, are scored by
 and the agreement of Ludwig's generated answer with the scorer's argmax is reported. Model loading
 is excluded from both timings; a warm-up batch runs first. One JSON line per setting.
 
+``--precisions model,bf16,fp8`` then converts the same model in place, in that order, and times
+the scorer again in each scoring precision (``ards_rag.precision``), with how far its
+probabilities move from the run's own (``model``) ones.
+
 Examples::
 
     python benchmarks/predict_speed.py --rows 16 --ludwig-rows 8           # CPU, default config
     python benchmarks/predict_speed.py --device cuda --config configs/llama2-7b-qlora.yaml \\
-        --random-llama2-7b --seq-lens default --rows 64 --batch-sizes 1,8,16 --ludwig-rows 16
+        --random-llama2-7b --seq-lens default --rows 64 --batch-sizes 1,8,16 --ludwig-rows 16 \
+        --precisions model,bf16,fp8
 """
 
 from __future__ import annotations
@@ -70,20 +75,32 @@ def run_one(args: argparse.Namespace, seq_len: str) -> list[dict[str, Any]]:
         if cuda:
             torch.cuda.synchronize()
 
-    probs = None
-    for bs in [int(b) for b in args.batch_sizes.split(",")]:
-        scorer.score(contexts[:bs], batch_size=bs)  # warm-up
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        sync()
-        t = time.perf_counter()
-        p = scorer.score(contexts, batch_size=bs)
-        sync()
-        dt = time.perf_counter() - t
-        probs = p if probs is None else probs
-        out.append({**common, "benchmark": "predict_speed", "method": "ards_rag Scorer", "batch_size": bs,
-                    "rows": len(contexts), "seconds": round(dt, 3), "patients_per_s": round(len(contexts) / dt, 2),
-                    "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None})
+    def time_scorer(scorer: Scorer, reference: Any) -> Any:
+        first = None
+        for bs in [int(b) for b in args.batch_sizes.split(",")]:
+            scorer.score(contexts[:bs], batch_size=bs)  # warm-up
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            sync()
+            t = time.perf_counter()
+            p = scorer.score(contexts, batch_size=bs)
+            sync()
+            dt = time.perf_counter() - t
+            first = p if first is None else first
+            row = {**common, "benchmark": "predict_speed", "method": "ards_rag Scorer",
+                   "precision": scorer.precision, "batch_size": bs, "rows": len(contexts),
+                   "seconds": round(dt, 3), "patients_per_s": round(len(contexts) / dt, 2),
+                   "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None}
+            if reference is not None:
+                row["max_abs_diff_vs_model"] = round(float(np.max(np.abs(p - reference))), 5)
+                row["same_side_of_0.5"] = int(np.sum((p >= 0.5) == (reference >= 0.5)))
+            out.append(row)
+        return first
+
+    precisions = args.precisions.split(",")
+    if precisions[0] != "model":
+        raise SystemExit("--precisions must start with model (the others convert the model in place)")
+    probs = time_scorer(scorer, None)
 
     n_lud = min(args.ludwig_rows, len(contexts))
     if n_lud:
@@ -102,6 +119,10 @@ def run_one(args: argparse.Namespace, seq_len: str) -> list[dict[str, Any]]:
                     "batch_size": int(lc["trainer"].get("eval_batch_size", 1)), "rows": n_lud,
                     "seconds": round(dt, 3), "patients_per_s": round(n_lud / dt, 2),
                     "answers_parsed": len(parsed), "agreement_with_scorer_argmax": agree})
+    for precision in precisions[1:]:
+        if cuda:
+            torch.cuda.empty_cache()
+        time_scorer(Scorer(model, cfg, precision=precision), probs)
     return out
 
 
@@ -111,6 +132,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=16)
     ap.add_argument("--batch-sizes", default="1,8")
     ap.add_argument("--ludwig-rows", type=int, default=8, help="rows for Ludwig's predict (slow); 0 skips it")
+    ap.add_argument("--precisions", default="model",
+                    help="scoring precisions to time, in this order, starting with model: e.g. model,bf16,fp8")
     ap.add_argument("--batch-size", type=int, default=None, help=argparse.SUPPRESS)
     train_speed.run_per_length(ap.parse_args(), __file__, "predict_speed", run_one)
 

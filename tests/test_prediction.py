@@ -126,3 +126,50 @@ def test_run_trained_against_another_index(tmp_path: Path, tiny_run: Path, small
     (other / "index_manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ManifestMismatchError, match="chunking"):
         predict_patients(other, small_index_dir, ["P000"])
+
+
+# ------------------------------------------------------------------ scoring precision
+
+
+def test_dense_conversion_merges_the_lora_adapter_exactly(tiny_run: Path, scorer: Scorer) -> None:
+    """Dense weights with the adapter merged (the bf16/fp8 path, here kept in float32) give the
+    run's own scores: the merge is exact, and the adapter is not a no-op."""
+    from ards_rag.precision import convert_for_scoring
+
+    fresh = Scorer.from_run(tiny_run)
+    lora_b = [p for n, p in fresh.model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(float(p.abs().sum()) > 0 for p in lora_b)
+    converted = convert_for_scoring(fresh.model, "bf16", torch.float32)
+    assert converted == 14  # 2 decoder layers x 7 projections; the output head stays
+    assert not any("lora" in n for n, _ in fresh.model.named_parameters())
+    np.testing.assert_allclose(fresh.score(CONTEXTS), scorer.score(CONTEXTS), atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+def test_low_precision_scores_stay_close(tiny_run: Path, scorer: Scorer, precision: str) -> None:
+    low = Scorer.from_run(tiny_run, precision=precision)
+    assert low.precision == precision
+    if precision == "fp8":
+        fp8 = [m for m in low.model.modules() if getattr(m, "weight", None) is not None
+               and getattr(m.weight, "dtype", None) == torch.float8_e4m3fn]
+        assert len(fp8) == 14  # every projection of the 2 decoder layers
+    else:
+        assert {p.dtype for p in low.model.parameters()} == {torch.bfloat16}
+    p_low, p_ref = low.score(CONTEXTS, batch_size=2), scorer.score(CONTEXTS)
+    assert ((p_low >= 0) & (p_low <= 1)).all()
+    np.testing.assert_allclose(p_low, p_ref, atol=0.02)
+    # The whole next-token distribution moves little against how much it varies.
+    ids = torch.tensor([scorer.prompt_ids(CONTEXTS[1])])
+    with torch.inference_mode():
+        ref = scorer.model(input_ids=ids).logits[0, -1].float()
+        got = low.model(input_ids=ids).logits[0, -1].float()
+    assert float((got - ref).abs().max()) < 0.1 * float(ref.std())
+
+
+def test_unknown_precision_is_refused(tiny_run: Path) -> None:
+    from ards_rag.errors import ConfigError
+    from ards_rag.precision import check_precision
+
+    with pytest.raises(ConfigError, match="not one of model, bf16, fp8"):
+        check_precision("int3", "cpu")
+    check_precision("fp8", "cpu")  # PyTorch runs FP8 matmuls on CPUs
