@@ -407,6 +407,13 @@ for _c in range(128):
 _WORD_RE = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9\s]")
 
 
+def fast_path_active(tokenizer: Any) -> bool:
+    """Whether ASCII notes are chunked with the WordPiece fast path for ``tokenizer`` (a
+    transformers fast BERT tokenizer), rather than through the tokenizer's own path."""
+    backend = _raw_backend(tokenizer)
+    return backend is not None and _fast_spec(backend) is not None
+
+
 def _fast_spec(encoder: Any) -> _FastSpec | None:
     """The fast-path description of ``encoder`` if it is a BERT WordPiece ``tokenizers.Tokenizer``."""
     key = id(encoder)

@@ -45,39 +45,88 @@ def check_precision(precision: str, device: Any) -> None:
             )
 
 
+_MARGIN = 1.05  # scales a little above amax / 448: rounding can never push a value past 448
+
+
+def _quantize(x: Any, per_row: bool) -> tuple[Any, Any]:
+    """``x`` (bf16/fp16) as FP8 e4m3 and the float32 scale(s) that undo it: one per row, or
+    one for the whole tensor. FP8 keeps 3 mantissa bits at any magnitude, so the margin costs
+    no precision."""
+    import torch
+
+    if per_row:
+        amax = torch.linalg.vector_norm(x, ord=float("inf"), dim=-1, keepdim=True)
+    else:
+        amax = torch.linalg.vector_norm(x, ord=float("inf")).reshape([1] * x.dim())
+    inv = (FP8_MAX / (amax.float() * _MARGIN).clamp(min=_SCALE_FLOOR)).to(x.dtype)
+    return (x * inv).to(torch.float8_e4m3fn), 1.0 / inv.float()
+
+
+class _SharedInput:
+    """The last input quantized, reused while the same tensor comes again: the q/k/v
+    projections (and gate/up) of a decoder layer read one tensor, quantized once."""
+
+    def __init__(self, quantize: Any) -> None:
+        import weakref
+
+        self._weakref = weakref.ref
+        self.quantize = quantize
+        self.ref: Any = None
+        self.value: Any = None
+
+    def get(self, x: Any, per_row: bool) -> Any:
+        if self.ref is not None and self.ref() is x:
+            return self.value
+        try:
+            self.value = self.quantize(x, per_row)
+        except Exception as exc:  # noqa: BLE001 - a compiled quantizer that cannot build here
+            if self.quantize is _quantize:
+                raise
+            logger.warning("FP8 input quantizer: torch.compile failed (%s); running it eagerly",
+                           str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            self.quantize = _quantize
+            self.value = _quantize(x, per_row)
+        self.ref = self._weakref(x)
+        return self.value
+
+
 def _fp8_linear_class() -> type:
     """The FP8 linear module class (built on first use: torch is imported lazily)."""
     import torch
 
     class _Fp8Linear(torch.nn.Module):
-        """``y = x W^T + b`` with W in FP8 (one scale per output row) and x quantized per row."""
+        """``y = x W^T + b`` with W and x in FP8: scales per output row of W and per row of x
+        (``per_row``), or one per tensor."""
 
-        def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype) -> None:
+        def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype,
+                     shared: _SharedInput, per_row: bool = True) -> None:
             super().__init__()
             w = weight.detach().float()
-            scale = w.abs().amax(dim=1, keepdim=True).clamp(min=_SCALE_FLOOR) / FP8_MAX  # (out, 1)
+            amax = w.abs().amax(dim=1, keepdim=True) if per_row else w.abs().amax().reshape(1, 1)
+            scale = amax.clamp(min=_SCALE_FLOOR) / FP8_MAX
             q = (w / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
             self.register_buffer("weight", q)  # (out, in), row-major: its .t() is column-major
-            self.register_buffer("weight_scale", scale.t().contiguous())  # (1, out), float32
+            self.register_buffer("weight_scale", scale.t().contiguous() if per_row else scale.reshape(()))
             self.register_buffer("bias", None if bias is None else bias.detach().to(out_dtype))
             self.out_dtype = out_dtype
+            self.per_row = per_row
+            self.shared = shared
             self.in_features = int(weight.shape[1])
             self.out_features = int(weight.shape[0])
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            shape = x.shape
-            rows = x.reshape(-1, shape[-1]).to(self.out_dtype)
-            # Per-row scale, rounded to the activation dtype so that quantizing and rescaling
-            # use the same number.
-            amax = torch.linalg.vector_norm(rows, ord=float("inf"), dim=-1, keepdim=True)
-            scale = (amax.float().clamp(min=_SCALE_FLOOR) / FP8_MAX).to(rows.dtype)
-            xq = (rows / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-            out = torch._scaled_mm(xq, self.weight.t(), scale_a=scale.float(), scale_b=self.weight_scale,
-                                   bias=self.bias, out_dtype=self.out_dtype)
-            return out.reshape(*shape[:-1], self.out_features)
+            if x.dtype != self.out_dtype:
+                x = x.to(self.out_dtype)
+            xq, scale = self.shared.get(x, self.per_row)
+            out = torch._scaled_mm(xq.reshape(-1, xq.shape[-1]), self.weight.t(),
+                                   scale_a=scale.reshape(-1, 1) if self.per_row else scale.reshape(()),
+                                   scale_b=self.weight_scale, bias=self.bias, out_dtype=self.out_dtype,
+                                   use_fast_accum=True)
+            return out.reshape(*x.shape[:-1], self.out_features)
 
         def extra_repr(self) -> str:
-            return f"in_features={self.in_features}, out_features={self.out_features}, fp8_e4m3"
+            return (f"in_features={self.in_features}, out_features={self.out_features}, fp8_e4m3, "
+                    f"{'row' if self.per_row else 'tensor'} scales")
 
     return _Fp8Linear
 
@@ -130,10 +179,14 @@ def _linear_layers(model: Any) -> list[tuple[Any, str, Any]]:
     return found
 
 
-def convert_for_scoring(model: Any, precision: str, compute_dtype: Any = None) -> int:
+def convert_for_scoring(model: Any, precision: str, compute_dtype: Any = None, *,
+                        fp8_per_row: bool = True, compile_quantizer: bool | None = None) -> int:
     """Convert ``model`` (in place) to run in ``precision``; return the number of linear layers
     converted. ``model``: a PEFT or plain transformers causal LM, quantized (bitsandbytes 4-bit)
-    or not. ``compute_dtype``: the activation dtype (default bfloat16).
+    or not. ``compute_dtype``: the activation dtype (default bfloat16). ``fp8_per_row``: FP8
+    scales per row (weights: output rows; inputs: tokens) rather than per tensor.
+    ``compile_quantizer``: fuse the input quantization into one kernel with ``torch.compile``
+    (default: on a CUDA device; it falls back to the eager version if compiling fails).
 
     ``model`` precision casts nothing but the leftover float32 layers of a quantized model on a
     GPU (norms, embeddings, output head, which Ludwig keeps in float32 for training) to the
@@ -147,6 +200,12 @@ def convert_for_scoring(model: Any, precision: str, compute_dtype: Any = None) -
     dtype = compute_dtype or torch.bfloat16
     layers = _linear_layers(model) if precision in ("bf16", "fp8") else []
     fp8_cls = _fp8_linear_class() if precision == "fp8" else None
+    quantize = _quantize
+    if compile_quantizer is None:
+        compile_quantizer = any(p.device.type == "cuda" for p in model.parameters())
+    if compile_quantizer and precision == "fp8":
+        quantize = torch.compile(_quantize, dynamic=True)
+    shared = _SharedInput(quantize)
     converted = 0
     for parent, name, layer in layers:
         base = layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
@@ -158,7 +217,7 @@ def convert_for_scoring(model: Any, precision: str, compute_dtype: Any = None) -
         bias = getattr(base, "bias", None)
         out_f, in_f = weight.shape
         if fp8_cls is not None and in_f % 16 == 0 and out_f % 16 == 0:
-            new = fp8_cls(weight, bias, dtype)
+            new = fp8_cls(weight, bias, dtype, shared, fp8_per_row)
         else:  # bf16, or shapes FP8 matmuls do not take
             new = torch.nn.Linear(in_f, out_f, bias=bias is not None, device="meta")
             new.weight = torch.nn.Parameter(weight.to(dtype), requires_grad=False)

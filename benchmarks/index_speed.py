@@ -118,7 +118,7 @@ def embed_warm_rate(emb, n_tokens: np.ndarray, batch_size: int, sample: int) -> 
 
 
 def throughput(args: argparse.Namespace) -> list[dict]:
-    from ards_rag.chunking import default_workers
+    from ards_rag.chunking import default_workers, fast_path_active
 
     results = []
     for dtype in args.dtype.split(","):
@@ -157,6 +157,8 @@ def throughput(args: argparse.Namespace) -> list[dict]:
             "dtype": emb.dtype,
             "torch_threads": __import__("torch").get_num_threads(),
             "chunk_workers": args.workers or default_workers(len(table.notes)),
+            # whether the WordPiece fast path chunks these notes (else the tokenizer's own path)
+            "chunk_fast_path": fast_path_active(emb.tokenizer),
             "passages": report.passages,
             "mean_tokens": round(float(n_tokens.mean()), 1),
             "batch_size": args.batch_size,

@@ -72,6 +72,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # configs/smollm2-full.yaml
     "full_e3": {"llm": True, "overrides": {"ludwig": {
         "adapter": None, "trainer": {"epochs": 3, "learning_rate": 0.00005}}}},
+    "full_dxq_e3": {"llm": True, "overrides": {
+        "retrieval": {"queries": "+differential"},
+        "ludwig": {"adapter": None, "trainer": {"epochs": 3, "learning_rate": 0.00005}}}},
 }
 
 

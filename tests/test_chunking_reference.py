@@ -160,3 +160,6 @@ def test_note_hashes_are_stable():
 def test_the_fast_path_is_what_is_compared(tokenizer):
     # Otherwise both sides of the reference test would run the same code.
     assert chunking._fast_spec(chunking._raw_backend(tokenizer)) is not None
+    assert chunking.fast_path_active(tokenizer)
+    with mock.patch.object(chunking, "_fast_spec", lambda encoder: None):
+        assert not chunking.fast_path_active(tokenizer)

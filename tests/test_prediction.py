@@ -173,3 +173,24 @@ def test_unknown_precision_is_refused(tiny_run: Path) -> None:
     with pytest.raises(ConfigError, match="not one of model, bf16, fp8"):
         check_precision("int3", "cpu")
     check_precision("fp8", "cpu")  # PyTorch runs FP8 matmuls on CPUs
+
+
+def test_fp8_input_quantizer_round_trips_and_falls_back_from_a_failed_compile() -> None:
+    from ards_rag.precision import _quantize, _SharedInput
+
+    def broken(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        raise RuntimeError("no C compiler")
+
+    shared = _SharedInput(broken)
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 64).to(torch.bfloat16) * torch.tensor([1e-3, 1.0, 300.0]).view(3, 1, 1).to(torch.bfloat16)
+    q, scale = shared.get(x, True)
+    assert shared.quantize is _quantize and q.dtype == torch.float8_e4m3fn
+    assert scale.shape == (3, 5, 1)
+    # e4m3 keeps 3 mantissa bits down to 2^-6 of a row's largest value: relative error <= 2^-4
+    back, ref = q.float() * scale, x.float()
+    normal = ref.abs() >= ref.abs().amax(dim=-1, keepdim=True) * 2**-5
+    assert float(((back - ref).abs() / ref.abs().clamp(min=1e-30))[normal].max()) <= 2**-4 + 1e-3
+    assert shared.get(x, True)[0] is q  # the same input is quantized once
+    whole, s1 = _quantize(x, False)
+    assert s1.numel() == 1 and torch.isfinite(whole.float()).all()
