@@ -168,3 +168,28 @@ def test_predict_new_notes_unlabeled_batch(tiny_run: Path, small_index_dir: Path
                        "--patients", str(ids), "--json")
     assert code == 0, out
     assert [r["patient_id"] for r in json.loads(out)] == ["P000", "NEWP001"]
+
+
+def test_predict_and_evaluate_in_fp8(tiny_run: Path, small_index_dir: Path, tmp_path: Path) -> None:
+    """`--precision fp8` scores with FP8 weights; close to the run's own answer, and the report
+    says which precision it used."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    code, out = invoke("predict", "--run", str(run), "--index", str(small_index_dir),
+                       "--patient-id", "P003", "--json")
+    assert code == 0, out
+    own = json.loads(out)["probability"]
+    code, out = invoke("predict", "--run", str(run), "--index", str(small_index_dir),
+                       "--patient-id", "P003", "--json", "--precision", "fp8")
+    assert code == 0, out
+    assert abs(json.loads(out)["probability"] - own) < 0.02
+    code, out = invoke("evaluate", "--run", str(run), "--index", str(small_index_dir), "--precision", "fp8")
+    assert code == 0, out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["run"]["precision"] == "fp8"
+    assert any("scored in fp8" in r for r in metrics["remarks"])
+    code, out = invoke("predict", "--run", str(run), "--index", str(small_index_dir),
+                       "--patient-id", "P003", "--precision", "int4")
+    assert code == 2 and "int4" in out
