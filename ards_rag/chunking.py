@@ -23,6 +23,7 @@ import hashlib
 import itertools
 import os
 import re
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -211,8 +212,14 @@ def iter_chunks(
     batch_size: int = 512,
     hashes: Sequence[str] | None = None,
     workers: int = 0,
+    stats: dict[str, float] | None = None,
 ) -> Iterator[tuple[pd.DataFrame, PackedIds]]:
     """Chunk ``notes`` part by part, in order: yields ``(passages, token_ids)`` per part.
+
+    ``stats``, when given, receives ``chunk_busy`` (seconds spent chunking, summed over the
+    processes that did it) and ``chunk_first_part`` (seconds until the first part was ready,
+    worker start-up included): busy time far below ``workers x`` wall time means the workers
+    waited.
 
     ``token_ids`` holds each passage's content token ids (a :class:`PackedIds`: ``len``,
     indexing and iteration as a list of arrays). With ``workers > 1`` the parts are chunked by
@@ -280,11 +287,17 @@ def iter_chunks(
     else:
         enc = encoder if encoder is not None else tokenizer
         parts = (
-            _chunk_texts(texts[lo : lo + step], lo, enc, params, budget, n_special, batch_size)
+            _timed_chunk(texts[lo : lo + step], lo, enc, params, budget, n_special, batch_size)
             for lo in range(0, len(texts), step)
         )
+    t0 = time.perf_counter()
+    busy = 0.0
     try:
-        for part in parts:
+        for part, seconds in parts:
+            busy += seconds
+            if stats is not None:
+                stats.setdefault("chunk_first_part", time.perf_counter() - t0)
+                stats["chunk_busy"] = busy
             yield frame(part)
     finally:
         close = getattr(parts, "close", None)
@@ -536,16 +549,23 @@ def _init_worker(tokenizer_json: str, params: ChunkParams, budget: int, n_specia
                          n_special=n_special, batch_size=batch_size)
 
 
-def _chunk_worker(task: tuple[list[str], int]) -> _Part:
+def _timed_chunk(texts: Sequence[str], row0: int, *args: Any) -> tuple[_Part, float]:
+    """:func:`_chunk_texts` and the seconds it took."""
+    t = time.perf_counter()
+    part = _chunk_texts(texts, row0, *args)
+    return part, time.perf_counter() - t
+
+
+def _chunk_worker(task: tuple[list[str], int]) -> tuple[_Part, float]:
     texts, row0 = task
     st = _WORKER_STATE
-    return _chunk_texts(texts, row0, st["encoder"], st["params"], st["budget"], st["n_special"], st["batch_size"])
+    return _timed_chunk(texts, row0, st["encoder"], st["params"], st["budget"], st["n_special"], st["batch_size"])
 
 
 def _chunk_parallel(
     texts: list[str], tokenizer_json: str, params: ChunkParams, budget: int, n_special: int, batch_size: int,
     workers: int, step: int,
-) -> Iterator[_Part]:
+) -> Iterator[tuple[_Part, float]]:
     """Chunk parts of ``step`` notes of ``texts`` in spawned worker processes, yielding them in order.
 
     At most ``3 * workers`` parts are queued or waiting to be consumed (bounded memory). A worker
@@ -558,7 +578,7 @@ def _chunk_parallel(
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                initargs=(tokenizer_json, params, budget, n_special, batch_size))
     starts = iter(range(0, len(texts), step))
-    pending: deque[Future[_Part]] = deque()
+    pending: deque[Future[tuple[_Part, float]]] = deque()
 
     def submit() -> None:
         lo = next(starts, None)

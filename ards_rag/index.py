@@ -92,7 +92,9 @@ class IndexReport:
     dtype: str
     reason: str = ""  # why a previous index was not reused, if it was not
     # Seconds per stage (they overlap: chunking, embedding and writing run at the same time):
-    # prepare (normalize, hash, open the previous index), chunk (until the last part came),
+    # prepare (normalize, hash, open the previous index), chunk (until the last part came;
+    # chunk_busy: chunking seconds summed over the processes doing it, chunk_first_part: until
+    # the first part came, worker start-up included),
     # embed (embedder busy; GPU time on CUDA), embed_wait (waiting for it after chunking ended),
     # faiss (add + write), write (Parquet files, in background threads), write_wait (waiting for
     # them at the end), total.
@@ -284,7 +286,8 @@ def _build(
         n = 0
         workers = int(cfg.get("chunking", {}).get("workers", 0) or 0)
         t_chunk = time.perf_counter()
-        parts = iter_chunks(notes, emb.tokenizer, params, hashes=hashes, workers=workers)
+        chunk_stats: dict[str, float] = {}
+        parts = iter_chunks(notes, emb.tokenizer, params, hashes=hashes, workers=workers, stats=chunk_stats)
         try:
             for part, ids in parts:
                 todo = np.ones(len(part), dtype=bool)
@@ -302,6 +305,7 @@ def _build(
         finally:
             parts.close()  # stops chunking workers if the loop failed
         stages["chunk"] = time.perf_counter() - t_chunk
+        stages.update(chunk_stats)
         passages = (
             pd.concat(frames, ignore_index=True) if len(frames) > 1
             else (frames[0] if frames else pd.DataFrame(columns=PASSAGE_COLUMNS))

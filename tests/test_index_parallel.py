@@ -34,6 +34,8 @@ def test_parallel_build_equals_serial_build_and_reuses_vectors(tmp_path):
     assert r1.embedded == r2.embedded == len(b.passages) > len(notes)
     for stage in ("prepare", "chunk", "embed", "faiss", "write", "total"):
         assert r2.stage_seconds[stage] >= 0
+    for r in (r1, r2):  # chunking time, and when the first part came (worker start-up included)
+        assert 0 < r.stage_seconds["chunk_busy"] and 0 <= r.stage_seconds["chunk_first_part"] <= r.stage_seconds["chunk"]
     # The vectors are the passages' own: embedding their text again gives them back.
     ref = emb.encode(b.passages["text"].tolist(), count=False)
     np.testing.assert_allclose((ref * b.vectors).sum(axis=1), 1.0, atol=1e-4)
