@@ -542,11 +542,13 @@ def _backend_from_json(tokenizer_json: str) -> Any:
 _WORKER_STATE: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer_json: str, params: ChunkParams, budget: int, n_special: int, batch_size: int) -> None:
+def _init_worker(tokenizer_file: str, params: ChunkParams, budget: int, n_special: int, batch_size: int) -> None:
     # One worker per core: the tokenizer's own thread pool would only oversubscribe them.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _WORKER_STATE.update(encoder=_backend_from_json(tokenizer_json), params=params, budget=budget,
-                         n_special=n_special, batch_size=batch_size)
+    with open(tokenizer_file, encoding="utf-8") as fh:
+        encoder = _backend_from_json(fh.read())
+    _WORKER_STATE.update(encoder=encoder, params=params, budget=budget, n_special=n_special,
+                         batch_size=batch_size)
 
 
 def _timed_chunk(texts: Sequence[str], row0: int, *args: Any) -> tuple[_Part, float]:
@@ -572,11 +574,20 @@ def _chunk_parallel(
     that dies (e.g. killed for memory) raises instead of leaving the build waiting forever.
     """
     import multiprocessing as mp
+    import tempfile
     from concurrent.futures import Future, ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
+    # The workers get the tokenizer as a file, not as an argument: a spawned process reads its
+    # arguments only after importing the caller's main module, and an argument larger than a
+    # pipe's buffer (a tokenizer's JSON is ~0.5 MB) holds the parent until then, so the workers
+    # would start one after another (~0.45 s each on the H100 machine: 6.7 s for 15).
+    tmp_dir = tempfile.TemporaryDirectory(prefix="ards-rag-chunk-")
+    tokenizer_file = os.path.join(tmp_dir.name, "tokenizer.json")
+    with open(tokenizer_file, "w", encoding="utf-8") as fh:
+        fh.write(tokenizer_json)
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=(tokenizer_json, params, budget, n_special, batch_size))
+                               initargs=(tokenizer_file, params, budget, n_special, batch_size))
     starts = iter(range(0, len(texts), step))
     pending: deque[Future[tuple[_Part, float]]] = deque()
 
@@ -599,6 +610,7 @@ def _chunk_parallel(
             yield part
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        tmp_dir.cleanup()
 
 
 def _n_tokens(encoder: Any, text: str) -> int:

@@ -147,6 +147,31 @@ def test_parallel_chunking_gives_identical_passages(tokenizer, notes):
         assert len(ids) + 2 == row.n_tokens
 
 
+def test_worker_start_arguments_fit_a_pipe_buffer(tokenizer, notes, monkeypatch):
+    """A spawned worker reads its start arguments only after importing the caller's main module;
+    arguments larger than a pipe's buffer (64 KiB) would hold the parent until then, so workers
+    would start one after another. The tokenizer therefore goes to them as a file."""
+    import concurrent.futures
+    import pickle
+
+    from ards_rag.chunking import ChunkParams, chunk_notes_with_ids
+
+    seen: list[tuple] = []
+    real = concurrent.futures.ProcessPoolExecutor
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["initargs"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", recording)
+    many = pd.concat([notes.assign(note_id=notes.note_id + f"-{k}") for k in range(3)], ignore_index=True)
+    one, _ = chunk_notes_with_ids(many, tokenizer, ChunkParams(64, 8, 24), workers=1)
+    two, _ = chunk_notes_with_ids(many, tokenizer, ChunkParams(64, 8, 24), workers=2, batch_size=4)
+    pd.testing.assert_frame_equal(one, two)
+    assert len(seen) == 1 and len(pickle.dumps(seen[0])) < 64 * 1024
+    assert not os.path.exists(seen[0][0])  # the tokenizer file is removed with the pool
+
+
 @pytest.mark.timeout(180)
 def test_parallel_chunking_after_the_embedder_ran_is_safe_and_identical(notes):
     """Worker processes started after torch (threads) and the tokenizer were used give the same
