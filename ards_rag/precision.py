@@ -9,7 +9,7 @@ separate small matmul. For scoring only, :func:`convert_for_scoring` can instead
 - ``fp8``: the same merged weights stored as FP8 (e4m3) with one scale per output row, and each
   input row quantized to FP8 with its own scale at run time; the matmul is ``torch._scaled_mm``
   (about 1 byte per parameter: 6.7 GB for a 7B model). NVIDIA GPUs run it on FP8 tensor cores
-  from compute capability 8.9 (Ada, Hopper) on; PyTorch also runs it on CPUs (slowly, for tests).
+  from compute capability 8.9 (Ada, Hopper) on; PyTorch also runs it on CPUs (used by the tests).
 
 Both change the scores slightly (``benchmarks/predict_speed.py`` reports how much against the
 run's own precision); the run's threshold was chosen in its own precision.
