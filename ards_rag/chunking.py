@@ -347,15 +347,11 @@ def _chunk_texts(
                 nums["n_tokens"].append(b - a + n_special)
                 out_texts.append(text[cs:ce])
                 all_ids.append(ids[a:b])
-    lengths = np.asarray([len(a) for a in all_ids], dtype=np.int64)
-    offsets = np.zeros(len(all_ids) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int32)
     return (
         np.asarray(rows, dtype=np.int64),
         {"section": sections, "text": out_texts},
         {k: np.asarray(v, dtype=np.int64) for k, v in nums.items()},
-        PackedIds(flat, offsets),
+        PackedIds.from_sequences(all_ids),
     )
 
 

@@ -158,24 +158,20 @@ def _linear_layers(model: Any) -> list[tuple[Any, str, Any]]:
     base layer), and plain or 4-bit linear layers outside them; the output head is left out (it
     runs on one position per patient)."""
     import torch
+    from peft.tuners.lora import LoraLayer
 
-    try:
-        from peft.tuners.lora import LoraLayer
-    except ImportError:  # peft is a dependency; without it there is nothing to merge
-        LoraLayer = ()  # type: ignore[assignment,misc]
     found: list[tuple[Any, str, Any]] = []
 
-    def visit(module: Any, prefix: str) -> None:
+    def visit(module: Any) -> None:
         for name, child in module.named_children():
-            path = f"{prefix}.{name}" if prefix else name
-            if path.endswith("lm_head"):
+            if name == "lm_head":
                 continue
-            if isinstance(child, LoraLayer) or isinstance(child, torch.nn.Linear):
+            if isinstance(child, (LoraLayer, torch.nn.Linear)):
                 found.append((module, name, child))
                 continue  # a LoRA layer's base layer and adapters go with it
-            visit(child, path)
+            visit(child)
 
-    visit(model, "")
+    visit(model)
     return found
 
 
@@ -199,13 +195,12 @@ def convert_for_scoring(model: Any, precision: str, compute_dtype: Any = None, *
 
     dtype = compute_dtype or torch.bfloat16
     layers = _linear_layers(model) if precision in ("bf16", "fp8") else []
-    fp8_cls = _fp8_linear_class() if precision == "fp8" else None
-    quantize = _quantize
-    if compile_quantizer is None:
-        compile_quantizer = any(p.device.type == "cuda" for p in model.parameters())
-    if compile_quantizer and precision == "fp8":
-        quantize = torch.compile(_quantize, dynamic=True)
-    shared = _SharedInput(quantize)
+    fp8_cls = shared = None
+    if precision == "fp8":
+        fp8_cls = _fp8_linear_class()
+        if compile_quantizer is None:
+            compile_quantizer = any(p.device.type == "cuda" for p in model.parameters())
+        shared = _SharedInput(torch.compile(_quantize, dynamic=True) if compile_quantizer else _quantize)
     converted = 0
     for parent, name, layer in layers:
         base = layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer

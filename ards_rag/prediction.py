@@ -325,11 +325,11 @@ _SCORERS: dict[tuple[str, float, str], Scorer] = {}
 
 def get_scorer(run_dir: str | Path, precision: str = "model") -> Scorer:
     """A :class:`Scorer` for the run in ``precision``, loaded once per process (and reloaded if
-    retrained)."""
+    retrained). One model per run stays loaded: asking for another precision replaces it."""
     run = check_run(run_dir).resolve()
     key = (str(run), (run / "summary.json").stat().st_mtime, precision)
     if key not in _SCORERS:
-        for old in [k for k in _SCORERS if k[0] == key[0] and k[1] != key[1]]:
+        for old in [k for k in _SCORERS if k[0] == key[0]]:
             del _SCORERS[old]
         _SCORERS[key] = Scorer.from_run(run, precision)
     return _SCORERS[key]

@@ -18,7 +18,7 @@ Examples::
 
     python benchmarks/predict_speed.py --rows 16 --ludwig-rows 8           # CPU, default config
     python benchmarks/predict_speed.py --device cuda --config configs/llama2-7b-qlora.yaml \\
-        --random-llama2-7b --seq-lens default --rows 64 --batch-sizes 1,8,16 --ludwig-rows 16 \
+        --random-llama2-7b --seq-lens default --rows 64 --batch-sizes 1,8,16 --ludwig-rows 16 \\
         --precisions model,bf16,fp8
 """
 

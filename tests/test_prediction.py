@@ -194,3 +194,14 @@ def test_fp8_input_quantizer_round_trips_and_falls_back_from_a_failed_compile() 
     assert shared.get(x, True)[0] is q  # the same input is quantized once
     whole, s1 = _quantize(x, False)
     assert s1.numel() == 1 and torch.isfinite(whole.float()).all()
+
+
+def test_one_model_per_run_stays_loaded(tiny_run: Path) -> None:
+    """Scorers are cached per run; another precision replaces the loaded model, not adds one."""
+    from ards_rag.prediction import _SCORERS
+
+    own = get_scorer(tiny_run)
+    assert get_scorer(tiny_run) is own
+    low = get_scorer(tiny_run, "bf16")
+    assert low is not own and low.precision == "bf16"
+    assert [k[2] for k in _SCORERS if k[0] == str(tiny_run.resolve())] == ["bf16"]
