@@ -71,6 +71,10 @@ DEFAULTS: Config = {
         "dedup_threshold": 0.95,  # cosine above which a passage is a near-duplicate
         "context_tokens": "auto",  # auto: derived from the prompt and global_max_sequence_length
         "min_score": None,
+        # context shows passages without the drop_sections, rule lines and runs of blanks
+        "compact": False,
+        "drop_sections": ["TECHNIQUE", "COMPARISON", "COMPARISONS"],
+        "day_in_header": False,  # note headers give the day since the patient's first note, not the date
         # a local cross-encoder folder re-scores the `candidates` best passages; null: none
         "reranker": None,
     },

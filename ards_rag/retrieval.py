@@ -29,6 +29,15 @@ a long section is prefixed ``(FINDINGS, cont.)``. Overlapping windows of one not
 Keeping the section out of the bracket and one bracket per note leaves more of a small budget
 (340 SmolLM2 tokens by default) to note text.
 
+``retrieval.compact`` (default on) spends that budget on findings rather than layout: in the
+context, each passage loses the sections named in ``retrieval.drop_sections`` (``TECHNIQUE``,
+``COMPARISON``: boilerplate), rule lines (``____``), runs of spaces and blank lines; a passage
+with nothing left is not chosen. Passages are costed as they will be printed, and the evidence
+shown to users keeps the passage's own text. ``retrieval.day_in_header`` puts the day since the
+patient's first note in each header instead of the date (``[Note 3 | day 2 | Radiology]``): how
+far apart the notes lie, which a small model cannot work out from dates, in 8 fewer tokens (a
+SmolLM2 token per digit). Dates stay in the evidence that ``retrieve`` and ``predict`` show.
+
 ``retrieval.strategy: truncate`` is the seed workflow instead: all of the patient's notes as
 ``Note 1: ... Note 2: ...``, cut to the same budget (head kept; ``truncate_tail`` keeps the end).
 """
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,10 +181,40 @@ class PatientContext:
         }
 
 
-def passage_header(note_seq: int, charttime: str, note_type: str, section: str = "") -> str:
-    """``[Note 3 | 2180-05-02 | Radiology | IMPRESSION]`` (empty fields left out)."""
+DROP_SECTIONS = ("TECHNIQUE", "COMPARISON", "COMPARISONS")
+_RULE_LINE = re.compile(r"(?m)^[ \t]*[_=*~-]{5,}[ \t]*(?:\n|$)")
+_SPACES = re.compile(r"[ \t]{2,}")
+_BLANK_LINES = re.compile(r"[ \t]*\n(?:[ \t]*\n)+")
+
+
+def compact_text(text: str, drop_sections: Sequence[str] = DROP_SECTIONS) -> str:
+    """``text`` as the LLM context shows it with ``retrieval.compact``: the sections named in
+    ``drop_sections`` (case-insensitive) removed, rule lines (``_____``, ``-----``) removed, runs
+    of spaces or tabs cut to one space, blank lines removed, ends stripped. May be empty."""
+    from .chunking import find_sections
+
+    drop = {d.strip().upper() for d in drop_sections}
+    if drop:
+        secs = find_sections(text)
+        keep = [
+            text[a : (secs[k + 1][0] if k + 1 < len(secs) else len(text))]
+            for k, (a, name) in enumerate(secs)
+            if name.upper() not in drop
+        ]
+        text = "".join(keep)
+    text = _RULE_LINE.sub("", text)
+    text = _SPACES.sub(" ", text)
+    text = _BLANK_LINES.sub("\n", text)
+    return "\n".join(line.rstrip() for line in text.strip().split("\n"))
+
+
+def passage_header(note_seq: int, charttime: str, note_type: str, section: str = "", day: int | None = None) -> str:
+    """``[Note 3 | 2180-05-02 | Radiology | IMPRESSION]`` (empty fields left out); with ``day``,
+    the day replaces the date: ``[Note 3 | day 2 | Radiology ...]``."""
     parts = [f"Note {int(note_seq) + 1}"]
-    if charttime:
+    if day is not None:
+        parts.append(f"day {int(day)}")
+    elif charttime:
         parts.append(str(charttime)[:10])
     if note_type:
         parts.append(str(note_type))
@@ -219,6 +259,10 @@ def select_passages(
     counter: TokenCounter,
     dedup_threshold: float | None = 0.95,
     min_score: float | None = None,
+    *,
+    compact: bool = False,
+    drop_sections: Sequence[str] = DROP_SECTIONS,
+    day_in_header: bool = False,
 ) -> tuple[str, list[dict[str, Any]], int, int]:
     """Pick passages by score within ``budget`` LLM tokens; returns ``(text, chosen, tokens, dups)``.
 
@@ -229,6 +273,8 @@ def select_passages(
     does not open with its section header is prefixed ``(FINDINGS, cont.)``; overlapping windows
     of one note are merged. A passage's cost is its text plus, for the first one of a note, the
     header and separator; the real count of the final text is checked and never exceeds ``budget``.
+    ``compact``, ``drop_sections``, ``day_in_header``: see the module doc (``chosen`` keeps each
+    passage's own text either way).
     """
     order = np.argsort(-scores, kind="stable")
     if min_score is not None:
@@ -239,10 +285,26 @@ def select_passages(
     note_ids = rows["note_id"].astype(str).tolist()
     texts = rows["text"].tolist()
     sections = rows["section"].astype(str).tolist()
+    days: dict[str, int | None] = dict.fromkeys(note_ids)
+    if day_in_header:
+        times = pd.to_datetime(rows["charttime"], errors="coerce")
+        if times.notna().any():
+            days = {nid: (None if pd.isna(t) else int((t - times.min()).days))
+                    for nid, t in zip(note_ids, times, strict=True)}
     headers = {
-        nid: passage_header(s_, c, t)
+        nid: passage_header(s_, c, t, day=days[nid])
         for nid, s_, c, t in zip(note_ids, seq, rows["charttime"], rows["note_type"], strict=True)
     }
+
+    dropped = {d.strip().upper() for d in drop_sections}
+
+    def shown(label: str, text: str) -> str:
+        if not compact:
+            return label + text
+        if label and label[1:].split(",")[0].upper() in dropped:  # inside a dropped section
+            return ""
+        return compact_text(label + text, drop_sections)
+
     sep = counter.count(SEPARATOR) if budget > 0 else 0
     chosen: list[int] = []
     notes_in: set[str] = set()
@@ -254,7 +316,9 @@ def select_passages(
     pending = list(order)
     while pending and budget - used > 0:
         head, pending = pending[:batch], pending[batch:]
-        counts = counter.counts([passage_label(sections[i], texts[i]) + texts[i] for i in head])
+        head_text = [shown(passage_label(sections[i], texts[i]), texts[i]) for i in head]
+        head = [i for i, t in zip(head, head_text, strict=True) if t]
+        counts = counter.counts([t for t in head_text if t])
         new_notes = [note_ids[i] for i in head if note_ids[i] not in header_tokens]
         for nid, n_h in zip(new_notes, counter.counts([headers[n] + "\n" for n in new_notes]), strict=True):
             header_tokens[nid] = n_h
@@ -288,7 +352,10 @@ def select_passages(
                 else:
                     parts.append(passage_label(sections[i], texts[i]) + texts[i])
                 last_end = max(last_end, int(end[i]))
-            blocks.append(headers[nid] + "\n" + SEPARATOR.join(parts))
+            if compact:
+                parts = [c for c in (compact_text(p_, drop_sections) for p_ in parts) if c]
+            if parts:
+                blocks.append(headers[nid] + "\n" + SEPARATOR.join(parts))
         return SEPARATOR.join(blocks)
 
     text = render(chosen)
@@ -390,6 +457,13 @@ class Retriever:
         self.dedup_threshold = sec.get("dedup_threshold", 0.95)
         self.min_score = sec.get("min_score")
         self.candidates = int(sec.get("candidates", 64))
+        # A run's saved config without these keys predates them: its contexts were built without.
+        self.compact = bool(sec.get("compact", False))
+        drop = sec.get("drop_sections", list(DROP_SECTIONS))
+        if not isinstance(drop, list) or not all(isinstance(d, str) for d in drop):
+            raise ConfigError("retrieval.drop_sections: give a list of section names, e.g. [TECHNIQUE, COMPARISON]")
+        self.drop_sections = tuple(drop)
+        self.day_in_header = bool(sec.get("day_in_header", False))
         self.counter = TokenCounter(tokenizer)
         self.budget = int(budget) if budget is not None else _default_budget(cfg, tokenizer)
         if self.budget <= 0:
@@ -431,7 +505,8 @@ class Retriever:
         if self.reranker is not None and n:
             fused = self._rerank(rows, fused)
         text, chosen, tokens, dups = select_passages(
-            rows, fused, vectors, self.budget, self.counter, self.dedup_threshold, self.min_score
+            rows, fused, vectors, self.budget, self.counter, self.dedup_threshold, self.min_score,
+            compact=self.compact, drop_sections=self.drop_sections, day_in_header=self.day_in_header,
         )
         return PatientContext(pid, text, chosen, tokens, self.budget, self.strategy, label, n, dups)
 
@@ -586,6 +661,7 @@ __all__ = [
     "format_context",
     "fuse",
     "open_retriever",
+    "compact_text",
     "passage_header",
     "select_passages",
     "truncate_context",

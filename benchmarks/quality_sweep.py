@@ -75,6 +75,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "full_dxq_e3": {"llm": True, "overrides": {
         "retrieval": {"queries": "+differential"},
         "ludwig": {"adapter": None, "trainer": {"epochs": 3, "learning_rate": 0.00005}}}},
+    # context layout (retrieval.compact, retrieval.day_in_header)
+    "compact": {"llm": False, "overrides": {"retrieval": {"compact": True}}},
+    "day": {"llm": False, "overrides": {"retrieval": {"day_in_header": True}}},
+    "compact_day": {"llm": False, "overrides": {"retrieval": {"compact": True, "day_in_header": True}}},
+    "dxq_compact_day": {"llm": False, "overrides": {
+        "retrieval": {"queries": "+differential", "compact": True, "day_in_header": True}}},
+    "dxq_compact_day_p512": {"llm": False, "overrides": {
+        "retrieval": {"queries": "+differential", "compact": True, "day_in_header": True},
+        "ludwig": {"preprocessing": {"global_max_sequence_length": 512}}}},
+    "full_dxq_compact_day_e3": {"llm": True, "overrides": {
+        "retrieval": {"queries": "+differential", "compact": True, "day_in_header": True},
+        "ludwig": {"adapter": None, "trainer": {"epochs": 3, "learning_rate": 0.00005}}}},
+    "full_dxq_p768_e2": {"llm": True, "overrides": {
+        "retrieval": {"queries": "+differential"},
+        "ludwig": {"adapter": None, "trainer": {"epochs": 2, "learning_rate": 0.00005},
+                   "preprocessing": {"global_max_sequence_length": 768}}}},
+    "compact_day_e3": {"llm": True, "overrides": {
+        "retrieval": {"compact": True, "day_in_header": True}, "ludwig": {"trainer": {"epochs": 3}}}},
 }
 
 
@@ -119,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=None, help="YAML file: name -> {llm: bool, overrides: {...}}")
     ap.add_argument("--only", default=None, help="comma-separated variant names to run")
     ap.add_argument("--no-llm", action="store_true", help="context ceilings only")
+    ap.add_argument("--no-ceiling", action="store_true",
+                    help="skip the context ceilings (with --no-llm: only build the cohort and index)")
     args = ap.parse_args(argv)
 
     import yaml
@@ -167,9 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve_config(args.config, deep_merge(base_over, over))
         row: dict[str, Any] = {"variant": name, "overrides": over, "patients": len(labels),
                                "seed": args.seed, "test_patients": int((split["split"] == "test").sum())}
-        t = time.perf_counter()
-        row["context_tfidf_lr"] = context_ceiling(index, cfg, split)
-        row["context_s"] = round(time.perf_counter() - t, 1)
+        if not args.no_ceiling:
+            t = time.perf_counter()
+            row["context_tfidf_lr"] = context_ceiling(index, cfg, split)
+            row["context_s"] = round(time.perf_counter() - t, 1)
+        elif not (spec.get("llm") and not args.no_llm):
+            continue
         if spec.get("llm") and not args.no_llm:
             run_dir = work / "runs" / name
             t = time.perf_counter()
