@@ -20,6 +20,7 @@ from ards_rag.index import NotesIndex, build_index  # noqa: E402
 from ards_rag.retrieval import (  # noqa: E402
     Retriever,
     TokenCounter,
+    compact_text,
     format_context,
     fuse,
     passage_header,
@@ -170,6 +171,59 @@ def test_near_duplicates_dropped_and_time_order_with_headers(index, cfg, bert_to
         "[Note 3 | 2180-05-02 | CHEST (PORTABLE AP) | IMPRESSION]"
     )
     assert passage_header(0, "", "", "") == "[Note 1]"
+
+
+def test_compact_text_drops_boilerplate_sections_rules_and_blanks():
+    text = (
+        "WET READ: ___ 1:40 PM\n  Multifocal b/l opacities, new.\n"
+        + "_" * 78 + "\n\nCHEST (PORTABLE AP)                      Clip # ___\n\n"
+        "TECHNIQUE: Chest AP portable.\n\nCOMPARISON: ___\n\n"
+        "FINDINGS:  \nSevere bilateral opacities.   The heart is normal in size.\n\n\n"
+        "IMPRESSION:\nNew bilateral opacities.\n"
+    )
+    assert compact_text(text) == (
+        "WET READ: ___ 1:40 PM\n Multifocal b/l opacities, new.\nCHEST (PORTABLE AP) Clip # ___\n"
+        "FINDINGS:\nSevere bilateral opacities. The heart is normal in size.\nIMPRESSION:\nNew bilateral opacities."
+    )
+    # Section names match case-insensitively; an empty list keeps every section.
+    assert "TECHNIQUE" in compact_text(text, [])
+    assert "FINDINGS" not in compact_text(text, ["findings", "technique", "comparison"])
+    assert compact_text("TECHNIQUE: Chest AP portable.\n\nCOMPARISON: ___") == ""
+
+
+def test_compact_layout_and_day_headers(index, smollm2_tokenizer):
+    plain = resolve_config()
+    compact = resolve_config(overrides={"retrieval": {"compact": True, "day_in_header": True,
+                                                      "drop_sections": ["EXAMINATION", "INDICATION"]}})
+    for budget in (40, 97, 340):
+        a = Retriever(index, plain, smollm2_tokenizer, budget=budget).context("P1")
+        b = Retriever(index, compact, smollm2_tokenizer, budget=budget).context("P1")
+        real = len(smollm2_tokenizer(b.text, add_special_tokens=False)["input_ids"])
+        assert real == b.context_tokens <= budget
+        assert "EXAMINATION:" not in b.text and "INDICATION:" not in b.text and "\n\n\n" not in b.text
+        # The same passages cost less, so at least as many fit; the evidence keeps their own text.
+        assert len(b.passages) >= len(a.passages)
+        assert {p["text"] for p in b.passages} <= set(index.passages["text"])
+    assert any("EXAMINATION:" in p["text"] for p in b.passages)  # the evidence as written
+    # P1's notes are one day apart: headers give the day since the first note, not the date.
+    headers = [line for line in b.text.splitlines() if line.startswith("[Note ")]
+    assert headers and all(h == f"[Note {int(h.split()[1])} | day {int(h.split()[1]) - 1} | Radiology]"
+                           for h in headers)
+    # No dates (P3): headers fall back to the note number alone.
+    c = Retriever(index, compact, smollm2_tokenizer, budget=340).context("P3")
+    assert all(line.startswith("[Note ") and line.endswith("]") and "day" not in line
+               for line in c.text.splitlines() if line.startswith("[Note "))
+    with pytest.raises(ConfigError, match="drop_sections"):
+        Retriever(index, resolve_config(overrides={"retrieval": {"drop_sections": "TECHNIQUE"}}),
+                  smollm2_tokenizer, budget=100)
+
+
+def test_runs_saved_before_compact_keep_their_layout(index, smollm2_tokenizer):
+    cfg = resolve_config()
+    old = {**cfg, "retrieval": {k: v for k, v in cfg["retrieval"].items()
+                                if k not in ("compact", "drop_sections", "day_in_header")}}
+    assert (Retriever(index, old, smollm2_tokenizer, budget=200).context("P1").text
+            == Retriever(index, cfg, smollm2_tokenizer, budget=200).context("P1").text)
 
 
 def test_truncate_context_head_and_tail(index, bert_tokenizer):
