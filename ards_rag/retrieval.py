@@ -29,7 +29,8 @@ a long section is prefixed ``(FINDINGS, cont.)``. Overlapping windows of one not
 Keeping the section out of the bracket and one bracket per note leaves more of a small budget
 (340 SmolLM2 tokens by default) to note text.
 
-``retrieval.compact`` (default on) spends that budget on findings rather than layout: in the
+``retrieval.compact`` (off by default: no gain measured on the synthetic cohort, BENCHMARKS.md)
+spends that budget on findings rather than layout: in the
 context, each passage loses the sections named in ``retrieval.drop_sections`` (``TECHNIQUE``,
 ``COMPARISON``: boilerplate), rule lines (``____``), runs of spaces and blank lines; a passage
 with nothing left is not chosen. Passages are costed as they will be printed, and the evidence
