@@ -18,6 +18,7 @@ run's own precision); the run's threshold was chosen in its own precision.
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 from .errors import ConfigError
@@ -49,9 +50,9 @@ _MARGIN = 1.05  # scales a little above amax / 448: rounding can never push a va
 
 
 def _quantize(x: Any, per_row: bool) -> tuple[Any, Any]:
-    """``x`` (bf16/fp16) as FP8 e4m3 and the float32 scale(s) that undo it: one per row, or
-    one for the whole tensor. FP8 keeps 3 mantissa bits at any magnitude, so the margin costs
-    no precision."""
+    """``x`` (activations, or a float32 weight) as FP8 e4m3 and the float32 scale(s) that undo
+    it: one per row, or one for the whole tensor. FP8 keeps 3 mantissa bits at any magnitude, so
+    the margin costs no precision."""
     import torch
 
     if per_row:
@@ -67,9 +68,6 @@ class _SharedInput:
     projections (and gate/up) of a decoder layer read one tensor, quantized once."""
 
     def __init__(self, quantize: Any) -> None:
-        import weakref
-
-        self._weakref = weakref.ref
         self.quantize = quantize
         self.ref: Any = None
         self.value: Any = None
@@ -86,7 +84,7 @@ class _SharedInput:
                            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
             self.quantize = _quantize
             self.value = _quantize(x, per_row)
-        self.ref = self._weakref(x)
+        self.ref = weakref.ref(x)
         return self.value
 
 
@@ -101,10 +99,7 @@ def _fp8_linear_class() -> type:
         def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype,
                      shared: _SharedInput, per_row: bool = True) -> None:
             super().__init__()
-            w = weight.detach().float()
-            amax = w.abs().amax(dim=1, keepdim=True) if per_row else w.abs().amax().reshape(1, 1)
-            scale = amax.clamp(min=_SCALE_FLOOR) / FP8_MAX
-            q = (w / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+            q, scale = _quantize(weight.detach().float(), per_row)  # scale: (out, 1) or (1, 1)
             self.register_buffer("weight", q)  # (out, in), row-major: its .t() is column-major
             self.register_buffer("weight_scale", scale.t().contiguous() if per_row else scale.reshape(()))
             self.register_buffer("bias", None if bias is None else bias.detach().to(out_dtype))

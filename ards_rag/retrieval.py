@@ -191,9 +191,16 @@ def compact_text(text: str, drop_sections: Sequence[str] = DROP_SECTIONS) -> str
     """``text`` as the LLM context shows it with ``retrieval.compact``: the sections named in
     ``drop_sections`` (case-insensitive) removed, rule lines (``_____``, ``-----``) removed, runs
     of spaces or tabs cut to one space, blank lines removed, ends stripped. May be empty."""
+    return _compact(text, _section_set(drop_sections))
+
+
+def _section_set(names: Sequence[str]) -> frozenset[str]:
+    return frozenset(n.strip().upper() for n in names)
+
+
+def _compact(text: str, drop: frozenset[str]) -> str:
     from .chunking import find_sections
 
-    drop = {d.strip().upper() for d in drop_sections}
     if drop:
         secs = find_sections(text)
         keep = [
@@ -296,14 +303,15 @@ def select_passages(
         for nid, s_, c, t in zip(note_ids, seq, rows["charttime"], rows["note_type"], strict=True)
     }
 
-    dropped = {d.strip().upper() for d in drop_sections}
+    drop = _section_set(drop_sections)
 
-    def shown(label: str, text: str) -> str:
+    def shown(i: int) -> str:
+        label = passage_label(sections[i], texts[i])
         if not compact:
-            return label + text
-        if label and label[1:].split(",")[0].upper() in dropped:  # inside a dropped section
+            return label + texts[i]
+        if label and sections[i].split(" / ")[-1].upper() in drop:  # a window inside a dropped section
             return ""
-        return compact_text(label + text, drop_sections)
+        return _compact(label + texts[i], drop)
 
     sep = counter.count(SEPARATOR) if budget > 0 else 0
     chosen: list[int] = []
@@ -316,7 +324,7 @@ def select_passages(
     pending = list(order)
     while pending and budget - used > 0:
         head, pending = pending[:batch], pending[batch:]
-        head_text = [shown(passage_label(sections[i], texts[i]), texts[i]) for i in head]
+        head_text = [shown(i) for i in head]
         head = [i for i, t in zip(head, head_text, strict=True) if t]
         counts = counter.counts([t for t in head_text if t])
         new_notes = [note_ids[i] for i in head if note_ids[i] not in header_tokens]
@@ -353,7 +361,7 @@ def select_passages(
                     parts.append(passage_label(sections[i], texts[i]) + texts[i])
                 last_end = max(last_end, int(end[i]))
             if compact:
-                parts = [c for c in (compact_text(p_, drop_sections) for p_ in parts) if c]
+                parts = [c for c in (_compact(p_, drop) for p_ in parts) if c]
             if parts:
                 blocks.append(headers[nid] + "\n" + SEPARATOR.join(parts))
         return SEPARATOR.join(blocks)

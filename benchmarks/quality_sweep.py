@@ -4,7 +4,8 @@
     python benchmarks/quality_sweep.py --workdir /tmp/sweep --variants my_variants.yaml --only e3,e3_768
 
 One synthetic cohort and one index (built once, reused from ``--workdir``), then for each
-variant (a name and config overrides, deep-merged over ``--config``):
+variant (a name and config overrides, deep-merged over ``--config`` or over the shipped config
+the variant names in ``config``):
 
 - ``context``: TF-IDF + logistic regression fitted on the variant's *retrieved contexts* of the
   training patients (threshold: best F1 on validation), scored on the test patients. It bounds
@@ -37,15 +38,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quality import workdir_and_config  # same folder
 
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-DIFFERENTIAL_QUERIES = [
-    "cardiomegaly with pulmonary vascular congestion, interstitial edema and bilateral pleural effusions",
-    "opacities improved after diuresis, consistent with resolving fluid overload",
-    "admitted with sepsis from pneumonia, aspiration, pancreatitis or trauma",
-    "chronic interstitial lung disease with fibrosis, unchanged from prior",
-]
+from ards_rag.config import DEFAULTS, read_yaml
 
-# name -> {"llm": train an LLM too?, "overrides": config keys}. Budgets are prompt lengths
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# The differential-diagnosis queries ("+differential", "dxq"): those configs/smollm2-full-768.yaml
+# adds to the default ones (cardiogenic edema, resolution after diuresis, the insult, chronic ILD).
+DIFFERENTIAL_QUERIES: list[str] = read_yaml(CONFIGS / "smollm2-full-768.yaml")["retrieval"]["queries"][
+    len(DEFAULTS["retrieval"]["queries"]):]
+
+# name -> {"llm": train an LLM too?, "config": a file in configs/ instead of --config,
+# "overrides": config keys}. Budgets are prompt lengths
 # (``ludwig.preprocessing.global_max_sequence_length``); the context gets what the prompt leaves.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {"llm": True, "overrides": {}},
@@ -69,30 +72,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dxq_e3": {"llm": True, "overrides": {"retrieval": {"queries": "+differential"},
                                           "ludwig": {"trainer": {"epochs": 3}}}},
     "lora_lr2e4_e3": {"llm": True, "overrides": {"ludwig": {"trainer": {"epochs": 3, "learning_rate": 0.0002}}}},
-    # configs/smollm2-full.yaml
-    "full_e3": {"llm": True, "overrides": {"ludwig": {
-        "adapter": None, "trainer": {"epochs": 3, "learning_rate": 0.00005}}}},
-    "full_dxq_e3": {"llm": True, "overrides": {
-        "retrieval": {"queries": "+differential"},
-        "ludwig": {"adapter": None, "trainer": {"epochs": 3, "learning_rate": 0.00005}}}},
+    "full_e3": {"llm": True, "config": "smollm2-full.yaml"},
+    "full_dxq_e3": {"llm": True, "config": "smollm2-full.yaml",
+                    "overrides": {"retrieval": {"queries": "+differential"}}},
+    "full_dxq_p768_e2": {"llm": True, "config": "smollm2-full-768.yaml"},
     # context layout (retrieval.compact, retrieval.day_in_header)
     "compact": {"llm": False, "overrides": {"retrieval": {"compact": True}}},
     "day": {"llm": False, "overrides": {"retrieval": {"day_in_header": True}}},
     "compact_day": {"llm": False, "overrides": {"retrieval": {"compact": True, "day_in_header": True}}},
-    "dxq_compact_day": {"llm": False, "overrides": {
+    "full_dxq_compact_day_e3": {"llm": True, "config": "smollm2-full.yaml", "overrides": {
         "retrieval": {"queries": "+differential", "compact": True, "day_in_header": True}}},
-    "dxq_compact_day_p512": {"llm": False, "overrides": {
-        "retrieval": {"queries": "+differential", "compact": True, "day_in_header": True},
-        "ludwig": {"preprocessing": {"global_max_sequence_length": 512}}}},
-    "full_dxq_compact_day_e3": {"llm": True, "overrides": {
-        "retrieval": {"queries": "+differential", "compact": True, "day_in_header": True},
-        "ludwig": {"adapter": None, "trainer": {"epochs": 3, "learning_rate": 0.00005}}}},
-    "full_dxq_p768_e2": {"llm": True, "overrides": {
-        "retrieval": {"queries": "+differential"},
-        "ludwig": {"adapter": None, "trainer": {"epochs": 2, "learning_rate": 0.00005},
-                   "preprocessing": {"global_max_sequence_length": 768}}}},
-    "compact_day_e3": {"llm": True, "overrides": {
-        "retrieval": {"compact": True, "day_in_header": True}, "ludwig": {"trainer": {"epochs": 3}}}},
 }
 
 
@@ -184,16 +173,18 @@ def main(argv: list[str] | None = None) -> int:
     out_path = work / "sweep.jsonl"
     for name, spec in variants.items():
         over = expand(spec.get("overrides") or {}, base_cfg["retrieval"]["queries"])
-        cfg = resolve_config(args.config, deep_merge(base_over, over))
+        cfg = resolve_config(CONFIGS / spec["config"] if spec.get("config") else args.config,
+                             deep_merge(base_over, over))
+        train_llm = bool(spec.get("llm")) and not args.no_llm
+        if args.no_ceiling and not train_llm:
+            continue
         row: dict[str, Any] = {"variant": name, "overrides": over, "patients": len(labels),
                                "seed": args.seed, "test_patients": int((split["split"] == "test").sum())}
         if not args.no_ceiling:
             t = time.perf_counter()
             row["context_tfidf_lr"] = context_ceiling(index, cfg, split)
             row["context_s"] = round(time.perf_counter() - t, 1)
-        elif not (spec.get("llm") and not args.no_llm):
-            continue
-        if spec.get("llm") and not args.no_llm:
+        if train_llm:
             run_dir = work / "runs" / name
             t = time.perf_counter()
             with contextlib.redirect_stdout(sys.stderr):

@@ -222,8 +222,11 @@ def test_runs_saved_before_compact_keep_their_layout(index, smollm2_tokenizer):
     cfg = resolve_config()
     old = {**cfg, "retrieval": {k: v for k, v in cfg["retrieval"].items()
                                 if k not in ("compact", "drop_sections", "day_in_header")}}
-    assert (Retriever(index, old, smollm2_tokenizer, budget=200).context("P1").text
-            == Retriever(index, cfg, smollm2_tokenizer, budget=200).context("P1").text)
+    off = resolve_config(overrides={"retrieval": {"compact": False, "day_in_header": False}})
+    on = resolve_config(overrides={"retrieval": {"compact": True, "day_in_header": True}})
+    text = Retriever(index, old, smollm2_tokenizer, budget=200).context("P1").text
+    assert text == Retriever(index, off, smollm2_tokenizer, budget=200).context("P1").text
+    assert text != Retriever(index, on, smollm2_tokenizer, budget=200).context("P1").text
 
 
 def test_truncate_context_head_and_tail(index, bert_tokenizer):
