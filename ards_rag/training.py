@@ -352,9 +352,27 @@ def quantized_autocast() -> Iterator[None]:
 @contextlib.contextmanager
 def ludwig_fixes() -> Iterator[None]:
     """The work-arounds for Ludwig 0.17.10 LLM training: adapter-only checkpoints (the 4-bit
-    reload crash), SDPA attention and compute-dtype autocast on quantized models."""
-    with adapter_only_checkpoints(), sdpa_attention(), quantized_autocast():
+    reload crash), SDPA attention, compute-dtype autocast on quantized models and TF32 matmuls."""
+    with adapter_only_checkpoints(), sdpa_attention(), quantized_autocast(), tf32_matmuls():
         yield
+
+
+@contextlib.contextmanager
+def tf32_matmuls() -> Iterator[None]:
+    """Let float32 matmuls and convolutions use TF32 tensor cores on a GPU while training.
+
+    Ludwig leaves PyTorch's default (exact float32), which leaves an Ampere/Hopper GPU's tensor
+    cores idle when a small model is fully fine-tuned in float32. TF32 keeps float32's range and
+    10 mantissa bits, what mixed-precision training also accepts; CPUs are unaffected.
+    """
+    import torch
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _step_timer(say: Callable[[str], None] = lambda msg: None, epochs: int = 0) -> Any:

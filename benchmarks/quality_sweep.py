@@ -42,9 +42,9 @@ from ards_rag.config import DEFAULTS, read_yaml
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# The differential-diagnosis queries ("+differential", "dxq"): those configs/smollm2-full-768.yaml
+# The differential-diagnosis queries ("+differential", "dxq"): those configs/smollm2-full-1024.yaml
 # adds to the default ones (cardiogenic edema, resolution after diuresis, the insult, chronic ILD).
-DIFFERENTIAL_QUERIES: list[str] = read_yaml(CONFIGS / "smollm2-full-768.yaml")["retrieval"]["queries"][
+DIFFERENTIAL_QUERIES: list[str] = read_yaml(CONFIGS / "smollm2-full-1024.yaml")["retrieval"]["queries"][
     len(DEFAULTS["retrieval"]["queries"]):]
 
 # name -> {"llm": train an LLM too?, "config": a file in configs/ instead of --config,
@@ -75,7 +75,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "full_e3": {"llm": True, "config": "smollm2-full.yaml"},
     "full_dxq_e3": {"llm": True, "config": "smollm2-full.yaml",
                     "overrides": {"retrieval": {"queries": "+differential"}}},
-    "full_dxq_p768_e2": {"llm": True, "config": "smollm2-full-768.yaml"},
+    "full_dxq_p768_e2": {"llm": True, "config": "smollm2-full-1024.yaml", "overrides": {"ludwig": {
+        "trainer": {"epochs": 2}, "preprocessing": {"global_max_sequence_length": 768}}}},
+    "full_dxq_p1024_e3": {"llm": True, "config": "smollm2-full-1024.yaml"},
+    "dxq_prompt1024": {"llm": False, "config": "smollm2-full-1024.yaml"},
+    "dxq_prompt2048": {"llm": False, "config": "smollm2-full-1024.yaml", "overrides": {"ludwig": {
+        "preprocessing": {"global_max_sequence_length": 2048}}}},
+    # not run yet: the next step after full_dxq_p1024_e3 (the 2,048-token context ceiling is higher)
+    "full_dxq_p2048_e2": {"llm": True, "config": "smollm2-full-1024.yaml", "overrides": {"ludwig": {
+        "trainer": {"epochs": 2}, "preprocessing": {"global_max_sequence_length": 2048}}}},
     # context layout (retrieval.compact, retrieval.day_in_header)
     "compact": {"llm": False, "overrides": {"retrieval": {"compact": True}}},
     "day": {"llm": False, "overrides": {"retrieval": {"day_in_header": True}}},

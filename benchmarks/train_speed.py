@@ -20,6 +20,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -129,14 +130,17 @@ def prepare(args: argparse.Namespace, seq_len: str) -> tuple[dict[str, Any], Any
     return cfg, tok, context_budget(cfg, tok), base
 
 
-def ludwig_train(lc: dict[str, Any], frame: Any, out_dir: Path, callbacks: list[Any] | None = None) -> Any:
+def ludwig_train(lc: dict[str, Any], frame: Any, out_dir: Path, callbacks: list[Any] | None = None,
+                 no_tf32: bool = False) -> Any:
     """Train a LudwigModel on ``frame`` as ``ards-rag train`` does (``ludwig_fixes``), quietly."""
     from ludwig.api import LudwigModel
 
-    from ards_rag.training import ludwig_fixes
+    from ards_rag import training
 
+    if no_tf32:  # exact float32 matmuls, Ludwig's own setting, for an A/B of training.tf32_matmuls
+        training.tf32_matmuls = contextlib.nullcontext  # type: ignore[assignment]
     model = LudwigModel(lc, logging_level=logging.ERROR, backend="local", callbacks=callbacks)
-    with ludwig_fixes():
+    with training.ludwig_fixes():
         model.train(dataset=frame, output_directory=str(out_dir),
                     skip_save_model=False, skip_save_progress=True, skip_save_log=True,
                     skip_save_processed_input=True, skip_save_training_description=True,
@@ -185,7 +189,7 @@ def run_one(args: argparse.Namespace, seq_len: str) -> dict[str, Any]:
     timer = Timer()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    ludwig_train(lc, frame, Path(args.out_dir) / f"train-{seq_len}", callbacks=[timer])
+    ludwig_train(lc, frame, Path(args.out_dir) / f"train-{seq_len}", callbacks=[timer], no_tf32=args.no_tf32)
     total = time.perf_counter() - t0
     steady = timer.steps[args.warmup:]
     mean_tokens = sum(seq_tokens[:n_train]) / n_train
@@ -195,6 +199,7 @@ def run_one(args: argparse.Namespace, seq_len: str) -> dict[str, Any]:
         "base_model": Path(base).name if Path(base).exists() else base,
         "random_llama2_7b": bool(args.random_llama2_7b),
         "quantization": json.dumps(lc.get("quantization")),
+        "tf32": cuda and not args.no_tf32,
         "gradient_checkpointing": bool(trainer.get("enable_gradient_checkpointing", False)),
         "global_max_sequence_length": cfg["ludwig"]["preprocessing"]["global_max_sequence_length"],
         "context_budget": budget,
@@ -256,6 +261,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="training steps per setting")
     ap.add_argument("--warmup", type=int, default=2, help="first steps left out of the steady state")
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--no-tf32", action="store_true", help="exact float32 matmuls on a GPU (no TF32)")
     run_per_length(ap.parse_args(), __file__, "train_speed", lambda a, s: [run_one(a, s)])
 
 

@@ -180,6 +180,24 @@ def test_quantized_models_autocast_on_gpus_only_and_return_float32() -> None:
     assert llm_module.LLM.forward is original  # patch undone
 
 
+def test_tf32_matmuls_only_while_training_and_restored_after_errors() -> None:
+    from ards_rag.training import ludwig_fixes, tf32_matmuls
+
+    flags = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = (flags[0].allow_tf32, flags[1].allow_tf32)
+    for start in (False, True):
+        flags[0].allow_tf32 = flags[1].allow_tf32 = start
+        with pytest.raises(RuntimeError), tf32_matmuls():
+            assert flags[0].allow_tf32 and flags[1].allow_tf32
+            raise RuntimeError("a failed training run")
+        assert (flags[0].allow_tf32, flags[1].allow_tf32) == (start, start)
+    flags[0].allow_tf32 = flags[1].allow_tf32 = False
+    with ludwig_fixes():  # what `train` wraps Ludwig's training in
+        assert flags[0].allow_tf32
+    assert not flags[0].allow_tf32
+    flags[0].allow_tf32, flags[1].allow_tf32 = before
+
+
 def _adapter_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
