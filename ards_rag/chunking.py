@@ -197,11 +197,15 @@ def default_workers(n_notes: int) -> int:
     tables, else one per available core but one (left to the process that embeds), up to 16."""
     if n_notes < PARALLEL_MIN_NOTES:
         return 1
+    return max(1, min(available_cores() - 1, 16))
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores - 1, 16))
+        return os.cpu_count() or 1
 
 
 def iter_chunks(

@@ -75,6 +75,8 @@ DEFAULTS: Config = {
         "compact": False,
         "drop_sections": ["TECHNIQUE", "COMPARISON", "COMPARISONS"],
         "day_in_header": False,  # note headers give the day since the patient's first note, not the date
+        # context-building processes (0: one per core, up to 16, from 64 patients and 4 cores)
+        "workers": 0,
         # a local cross-encoder folder re-scores the `candidates` best passages; null: none
         "reranker": None,
     },

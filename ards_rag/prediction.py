@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 MODEL_DIR = "model"
 RUN_FILES = ("config.yaml", "split.csv", "index_manifest.json", "threshold.json", "summary.json")
 DEFAULT_BATCH_SIZE = 8
+# predict_patients scores this many batches at a time (sorted by length within them), so that
+# scoring overlaps the building of the next contexts.
+SCORE_WINDOW_BATCHES = 8
 
 
 # ------------------------------------------------------------------------------------ runs
@@ -381,14 +384,26 @@ def predict_patients(
     from .prompt import context_budget
 
     retriever = Retriever(notes_index, cfg, scorer.tokenizer, context_budget(cfg, scorer.tokenizer))
-    contexts = [retriever.context(p) for p in ids]
-    probs = scorer.score([c.text for c in contexts], batch_size=batch_size) if ids else np.array([])
+    # Scored a window at a time, while the context workers (if any) build the next windows.
+    window = batch_size * SCORE_WINDOW_BATCHES
+    parts: list[np.ndarray] = []
+    pending: list[str] = []
+    evidence: list[str] = []
+    for ctx in retriever.iter_contexts(ids):
+        pending.append(ctx.text)
+        evidence.append(";".join(ctx.note_ids))
+        if len(pending) == window:
+            parts.append(scorer.score(pending, batch_size=batch_size))
+            pending = []
+    if pending:
+        parts.append(scorer.score(pending, batch_size=batch_size))
+    probs = np.concatenate(parts) if parts else np.array([], dtype=float)
     return pd.DataFrame(
         {
             "patient_id": ids,
             "prediction": [bool(p >= threshold) for p in probs],
             "probability": probs.astype(float),
-            "evidence_note_ids": [";".join(c.note_ids) for c in contexts],
+            "evidence_note_ids": evidence,
         }
     )
 

@@ -45,9 +45,12 @@ SmolLM2 token per digit). Dates stay in the evidence that ``retrieve`` and ``pre
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
-from collections.abc import Iterable, Sequence
+import signal
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .chunking import available_cores
 from .config import Config
 from .errors import ConfigError, ModelError
 from .index import NotesIndex
@@ -63,6 +67,12 @@ FUSIONS = ("max", "mean", "mean_top2", "rrf")
 STRATEGIES = ("retrieval", "truncate", "truncate_tail")
 SEPARATOR = "\n\n"
 RRF_K = 60
+# With retrieval.workers 0 (auto), contexts are built in worker processes from this many patients,
+# on machines with at least PARALLEL_MIN_CORES cores (on 2 cores, the in-process build already
+# keeps both busy: the tokenizer's own threads, and scoring on the CPU).
+PARALLEL_MIN_PATIENTS = 64
+PARALLEL_MIN_CORES = 4
+MAX_CONTEXT_WORKERS = 16
 
 
 # ------------------------------------------------------------------------------ token counting
@@ -472,6 +482,10 @@ class Retriever:
             raise ConfigError("retrieval.drop_sections: give a list of section names, e.g. [TECHNIQUE, COMPARISON]")
         self.drop_sections = tuple(drop)
         self.day_in_header = bool(sec.get("day_in_header", False))
+        workers = sec.get("workers", 0)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ConfigError(f"retrieval.workers must be an integer >= 0 (0: automatic), got {workers!r}")
+        self.workers = workers
         self.counter = TokenCounter(tokenizer)
         self.budget = int(budget) if budget is not None else _default_budget(cfg, tokenizer)
         if self.budget <= 0:
@@ -519,15 +533,54 @@ class Retriever:
         return PatientContext(pid, text, chosen, tokens, self.budget, self.strategy, label, n, dups)
 
     def contexts(self, patient_ids: Iterable[str] | None = None) -> list[PatientContext]:
-        """Contexts of many patients (default: all in the index), queries embedded once."""
-        ids = self.index.patient_ids() if patient_ids is None else [str(p) for p in patient_ids]
-        return [self.context(p) for p in ids]
+        """Contexts of many patients (default: all in the index), in the order given; built in
+        :meth:`context_workers` processes."""
+        return list(self.iter_contexts(patient_ids))
 
-    def iter_contexts(self, patient_ids: Iterable[str] | None = None) -> Iterable[PatientContext]:
-        """Like :meth:`contexts`, one at a time (constant memory)."""
+    def iter_contexts(self, patient_ids: Iterable[str] | None = None) -> Iterator[PatientContext]:
+        """Like :meth:`contexts`, one at a time, in order (memory bounded by the workers' lead).
+
+        With more than one worker, the patients are handed to forked processes, which share the
+        loaded index and tokenizer with this one; each context is the one :meth:`context`
+        returns. An error of a worker (an unknown patient id) is raised here.
+        """
         ids = self.index.patient_ids() if patient_ids is None else [str(p) for p in patient_ids]
-        for p in ids:
-            yield self.context(p)
+        workers = self.context_workers(len(ids))
+        if workers <= 1:
+            for p in ids:
+                yield self.context(p)
+            return
+        # Forked children may not use the Rust tokenizer's thread pool once the parent has; saying
+        # so up front spares the "process just got forked" warning (a user's own setting wins).
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        with warnings.catch_warnings():
+            # Python 3.12 warns about fork() in a process with threads (torch's, the tokenizer's):
+            # the children run only this module's Python, numpy and the tokenizer, never them.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pool = multiprocessing.get_context("fork").Pool(
+                workers, initializer=_init_context_worker, initargs=(self,))
+        try:
+            chunk = max(1, min(16, len(ids) // (workers * 8)))
+            yield from pool.imap(_context_in_worker, ids, chunksize=chunk)
+        finally:
+            pool.terminate()
+            pool.join()
+
+    def context_workers(self, n_patients: int) -> int:
+        """Processes that build ``n_patients`` contexts: ``retrieval.workers``, or with 0 (auto)
+        one per available core up to 16, from 64 patients and 4 cores on. 1 (in this process)
+        where fork() is unavailable or a reranker runs (a model that may sit on a GPU, which a
+        forked child cannot use)."""
+        if n_patients < 2 or self.reranker is not None:
+            return 1
+        if "fork" not in multiprocessing.get_all_start_methods():
+            return 1
+        if self.workers:
+            return min(self.workers, n_patients)
+        cores = available_cores()
+        if n_patients < PARALLEL_MIN_PATIENTS or cores < PARALLEL_MIN_CORES:
+            return 1
+        return min(cores, MAX_CONTEXT_WORKERS)
 
     def _label(self, pid: str) -> bool | None:
         i = self.index._pos[pid]
@@ -547,6 +600,22 @@ class Retriever:
         if len(rest):
             out[rest] = float(ce.min()) - 1.0 - np.argsort(np.argsort(-fused[rest])) * 1e-6
         return out
+
+
+_WORKER_RETRIEVER: Retriever | None = None
+
+
+def _init_context_worker(retriever: Retriever) -> None:
+    """Pool initializer (in a forked child): keep the inherited retriever; Ctrl-C is the
+    parent's to handle (it terminates the pool)."""
+    global _WORKER_RETRIEVER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORKER_RETRIEVER = retriever
+
+
+def _context_in_worker(patient_id: str) -> PatientContext:
+    assert _WORKER_RETRIEVER is not None
+    return _WORKER_RETRIEVER.context(patient_id)
 
 
 def _default_budget(cfg: Config, tokenizer: Any) -> int:

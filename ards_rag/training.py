@@ -567,7 +567,7 @@ def train(
     retriever = Retriever(index, cfg, tokenizer, budget)
     template = ludwig_template(cfg)
     in_col, out_col = input_column(cfg), output_column(cfg)
-    contexts = [retriever.context(pid).text for pid in used["patient_id"]]
+    contexts = [ctx.text for ctx in retriever.iter_contexts(used["patient_id"])]
     prompt_lengths = [len(tokenizer.encode(template.format(**{in_col: c}), truncation=True)) for c in contexts]
     longest = int(max(prompt_lengths)) if prompt_lengths else 0
     if longest > max_input:

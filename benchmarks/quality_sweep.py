@@ -114,7 +114,7 @@ def context_ceiling(index: Any, cfg: dict[str, Any], split: Any) -> dict[str, An
 
     retriever = Retriever(index, cfg, load_tokenizer(cfg))
     by_split = {s: split[split["split"] == s] for s in ("train", "validation", "test")}
-    texts = {s: [retriever.context(p).text for p in df["patient_id"]] for s, df in by_split.items()}
+    texts = {s: [c.text for c in retriever.iter_contexts(df["patient_id"])] for s, df in by_split.items()}
     labels = {s: df["label"].astype(int).to_numpy() for s, df in by_split.items()}
     p_val = tfidf_lr(texts["train"], labels["train"], texts["validation"])
     threshold = best_f1_threshold(labels["validation"], p_val)

@@ -100,6 +100,27 @@ def test_predict_patients_frame(tiny_run: Path, small_index_dir: Path) -> None:
         assert any(e["snippet"] in line for line in shown)
 
 
+def test_predict_patients_in_windows_with_context_workers(tiny_run: Path, small_index_dir: Path) -> None:
+    from ards_rag.config import read_yaml
+    from ards_rag.index import NotesIndex
+    from ards_rag.prediction import SCORE_WINDOW_BATCHES, get_scorer
+    from ards_rag.prompt import context_budget
+    from ards_rag.retrieval import Retriever
+
+    index = NotesIndex.load(small_index_dir)
+    ids = list(reversed(index.patient_ids()))  # 16 patients: two windows of 8 at batch size 1
+    assert len(ids) > SCORE_WINDOW_BATCHES
+    frame = predict_patients(tiny_run, index, ids, batch_size=1)
+    scorer = get_scorer(tiny_run)
+    cfg = read_yaml(tiny_run / "config.yaml")
+    cfg["retrieval"]["workers"] = 3  # the same contexts from forked workers
+    contexts = Retriever(index, cfg, scorer.tokenizer, context_budget(cfg, scorer.tokenizer)).contexts(ids)
+    assert frame["patient_id"].tolist() == ids
+    assert frame["evidence_note_ids"].tolist() == [";".join(c.note_ids) for c in contexts]
+    whole = scorer.score([c.text for c in contexts], batch_size=4)  # one window, other batches
+    np.testing.assert_allclose(frame["probability"].to_numpy(), whole, atol=1e-5)
+
+
 def test_unknown_patient(tiny_run: Path, small_index_dir: Path) -> None:
     with pytest.raises(UnknownPatientError, match="NOPE"):
         predict_patients(tiny_run, small_index_dir, ["P000", "NOPE"])

@@ -263,6 +263,35 @@ def test_unknown_patient(index, cfg, bert_tokenizer):
         r.context("P9")
 
 
+def test_contexts_from_worker_processes_equal_the_serial_ones(index, smollm2_tokenizer):
+    ids = ["P3", "P1", "P2", "P1", "P3", "P2"]  # any order, repeats: returned as given
+    serial = Retriever(index, resolve_config(overrides={"retrieval": {"workers": 1}}), smollm2_tokenizer, budget=150)
+    forked = Retriever(index, resolve_config(overrides={"retrieval": {"workers": 3}}), smollm2_tokenizer, budget=150)
+    assert (serial.context_workers(len(ids)), forked.context_workers(len(ids))) == (1, 3)
+    want = [serial.context(p).to_dict() for p in ids]
+    assert [c.to_dict() for c in serial.contexts(ids)] == want
+    assert [c.to_dict() for c in forked.contexts(ids)] == want
+    assert [c.to_dict() for c in forked.iter_contexts(ids)] == want
+    with pytest.raises(UnknownPatientError, match="'P9' is not in the index"):  # raised in a worker
+        forked.contexts(["P1", "P2", "P9", "P3"])
+
+
+def test_context_workers_auto_and_bad_values(index, smollm2_tokenizer):
+    from ards_rag.chunking import available_cores
+    from ards_rag.retrieval import MAX_CONTEXT_WORKERS, PARALLEL_MIN_CORES, PARALLEL_MIN_PATIENTS
+
+    auto = Retriever(index, resolve_config(), smollm2_tokenizer, budget=150)
+    assert auto.context_workers(PARALLEL_MIN_PATIENTS - 1) == 1  # small calls stay in process
+    cores = available_cores()
+    want = 1 if cores < PARALLEL_MIN_CORES else min(cores, MAX_CONTEXT_WORKERS)
+    assert auto.context_workers(PARALLEL_MIN_PATIENTS) == want
+    two = Retriever(index, resolve_config(overrides={"retrieval": {"workers": 2}}), smollm2_tokenizer, budget=150)
+    assert (two.context_workers(1), two.context_workers(5)) == (1, 2)
+    for bad in (-1, 1.5, "4", True):
+        with pytest.raises(ConfigError, match="retrieval.workers must be an integer >= 0"):
+            Retriever(index, resolve_config(overrides={"retrieval": {"workers": bad}}), smollm2_tokenizer, budget=150)
+
+
 def test_jsonl_and_formatter(index, cfg, bert_tokenizer, tmp_path):
     r = Retriever(index, cfg, bert_tokenizer, budget=120)
     out = tmp_path / "ctx.jsonl"
@@ -289,6 +318,7 @@ def test_reranker_rescores_candidates(index, cfg, bert_tokenizer):
     path = resolve_embedder_path("minilm")  # a BERT folder: CrossEncoder adds a (random) score head
     c = resolve_config(overrides={"retrieval": {"reranker": path, "candidates": 3}})
     r = Retriever(index, c, bert_tokenizer, budget=5000)
+    assert r.context_workers(1000) == 1  # the cross-encoder may sit on a GPU: never forked
     ctx = r.context("P1")
     ce = CrossEncoder(path, device="cpu", local_files_only=True)
     ce.model.load_state_dict(r.reranker.model.state_dict())  # same random head
