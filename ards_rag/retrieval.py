@@ -538,11 +538,12 @@ class Retriever:
         return list(self.iter_contexts(patient_ids))
 
     def iter_contexts(self, patient_ids: Iterable[str] | None = None) -> Iterator[PatientContext]:
-        """Like :meth:`contexts`, one at a time, in order (memory bounded by the workers' lead).
+        """Like :meth:`contexts`, one at a time, in order.
 
         With more than one worker, the patients are handed to forked processes, which share the
-        loaded index and tokenizer with this one; each context is the one :meth:`context`
-        returns. An error of a worker (an unknown patient id) is raised here.
+        loaded index and tokenizer with this one and work ahead of the caller; each context is
+        the one :meth:`context` returns. An error of a worker (an unknown patient id) is raised
+        here, at that patient's turn.
         """
         ids = self.index.patient_ids() if patient_ids is None else [str(p) for p in patient_ids]
         workers = self.context_workers(len(ids))

@@ -263,10 +263,15 @@ def test_unknown_patient(index, cfg, bert_tokenizer):
         r.context("P9")
 
 
-def test_contexts_from_worker_processes_equal_the_serial_ones(index, smollm2_tokenizer):
+@pytest.mark.parametrize("strategy", ["retrieval", "truncate"])
+def test_contexts_from_worker_processes_equal_the_serial_ones(index, smollm2_tokenizer, strategy):
     ids = ["P3", "P1", "P2", "P1", "P3", "P2"]  # any order, repeats: returned as given
-    serial = Retriever(index, resolve_config(overrides={"retrieval": {"workers": 1}}), smollm2_tokenizer, budget=150)
-    forked = Retriever(index, resolve_config(overrides={"retrieval": {"workers": 3}}), smollm2_tokenizer, budget=150)
+
+    def retriever(workers: int) -> Retriever:
+        cfg = resolve_config(overrides={"retrieval": {"workers": workers, "strategy": strategy}})
+        return Retriever(index, cfg, smollm2_tokenizer, budget=150)
+
+    serial, forked = retriever(1), retriever(3)
     assert (serial.context_workers(len(ids)), forked.context_workers(len(ids))) == (1, 3)
     want = [serial.context(p).to_dict() for p in ids]
     assert [c.to_dict() for c in serial.contexts(ids)] == want
