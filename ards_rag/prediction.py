@@ -216,6 +216,7 @@ class Scorer:
                     f"{run}: base model folder {recorded} no longer exists; restore it or retrain"
                 )
         ludwig_model = _load_ludwig(run / MODEL_DIR)
+        _move_to_gpu(ludwig_model)
         return cls(ludwig_model, cfg, precision)
 
     # -- tokenization, as Ludwig does it --------------------------------------------------------
@@ -321,6 +322,27 @@ def _load_ludwig(model_dir: Path) -> Any:
     except Exception as exc:  # noqa: BLE001 - a damaged model folder: one clear line
         first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise RunError(f"{model_dir}: cannot load the Ludwig model ({first}); train the run again") from None
+
+
+def _move_to_gpu(ludwig_model: Any) -> None:
+    """Put a loaded run's model on the GPU, when there is one and the model sits on the CPU.
+
+    ``LudwigModel.load`` builds full-precision models on the CPU (only bitsandbytes 4-bit loads
+    land on the GPU) and moves them only inside its own ``predict``; scoring would otherwise run
+    on the CPU beside an idle GPU. A model that does not fit the GPU stays on the CPU.
+    """
+    import torch
+
+    llm = ludwig_model.model
+    if not torch.cuda.is_available() or next(llm.model.parameters()).device.type != "cpu":
+        return
+    try:
+        # An indexed device: Ludwig's to_device shards over all GPUs for a bare "cuda".
+        llm.to_device(torch.device("cuda", torch.cuda.current_device()))
+    except torch.cuda.OutOfMemoryError:
+        llm.to_device(torch.device("cpu"))
+        torch.cuda.empty_cache()
+        logger.warning("the run's model does not fit in the GPU's free memory: scoring on the CPU")
 
 
 _SCORERS: dict[tuple[str, float, str], Scorer] = {}
