@@ -32,8 +32,9 @@ Keeping the section out of the bracket and one bracket per note leaves more of a
 ``retrieval.compact`` (off by default: no gain measured on the synthetic cohort, BENCHMARKS.md)
 spends that budget on findings rather than layout: in the context, each passage loses the
 sections named in ``retrieval.drop_sections`` (``TECHNIQUE``, ``COMPARISON``: boilerplate), rule
-lines (``____``), runs of spaces and blank lines; a passage with nothing left is not chosen. Passages are costed as they will be printed, and the evidence
-shown to users keeps the passage's own text. ``retrieval.day_in_header`` puts the day since the
+lines (``____``), runs of spaces and blank lines; a passage with nothing left is not chosen.
+Passages are costed as they will be printed, and the evidence shown to users keeps the
+passage's own text. ``retrieval.day_in_header`` puts the day since the
 patient's first note in each header instead of the date (``[Note 3 | day 2 | Radiology]``): how
 far apart the notes lie, which a small model cannot work out from dates, in 8 fewer tokens (a
 SmolLM2 token per digit). Dates stay in the evidence that ``retrieve`` and ``predict`` show.
@@ -736,10 +737,10 @@ __all__ = [
     "PatientContext",
     "Retriever",
     "TokenCounter",
+    "compact_text",
     "format_context",
     "fuse",
     "open_retriever",
-    "compact_text",
     "passage_header",
     "select_passages",
     "truncate_context",

@@ -114,12 +114,14 @@ def context_ceiling(index: Any, cfg: dict[str, Any], split: Any) -> dict[str, An
 
     retriever = Retriever(index, cfg, load_tokenizer(cfg))
     by_split = {s: split[split["split"] == s] for s in ("train", "validation", "test")}
-    texts = {s: [c.text for c in retriever.iter_contexts(df["patient_id"])] for s, df in by_split.items()}
+    # One pass over the patients (one pool of context workers), one fit scoring validation + test.
+    ctx = {c.patient_id: c.text for c in retriever.iter_contexts(split["patient_id"])}
+    texts = {s: [ctx[str(p)] for p in df["patient_id"]] for s, df in by_split.items()}
     labels = {s: df["label"].astype(int).to_numpy() for s, df in by_split.items()}
-    p_val = tfidf_lr(texts["train"], labels["train"], texts["validation"])
-    threshold = best_f1_threshold(labels["validation"], p_val)
-    p_test = tfidf_lr(texts["train"], labels["train"], texts["test"])
-    m = binary_metrics(labels["test"], p_test, threshold)
+    probs = tfidf_lr(texts["train"], labels["train"], texts["validation"] + texts["test"])
+    n_val = len(texts["validation"])
+    threshold = best_f1_threshold(labels["validation"], probs[:n_val])
+    m = binary_metrics(labels["test"], probs[n_val:], threshold)
     return {"budget": retriever.budget, "f1": m["f1"], "auroc": m["auroc"], "auprc": m.get("auprc")}
 
 
