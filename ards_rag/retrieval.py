@@ -612,6 +612,11 @@ def _init_context_worker(retriever: Retriever) -> None:
     parent's to handle (it terminates the pool)."""
     global _WORKER_RETRIEVER
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked child has none of the parent's threads. Where the parent has set tokenizer
+    # parallelism on (the user, or embedding.py on a GPU) and already used it, the Rust
+    # tokenizer's batch calls would wait forever on that missing thread pool (seen on a 16-core
+    # host); it reads this variable on every call, so the child counts serially.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _WORKER_RETRIEVER = retriever
 
 

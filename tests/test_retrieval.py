@@ -281,6 +281,36 @@ def test_contexts_from_worker_processes_equal_the_serial_ones(index, smollm2_tok
         forked.contexts(["P1", "P2", "P9", "P3"])
 
 
+def test_workers_do_not_hang_after_the_parent_used_tokenizer_parallelism(index, smollm2_tokenizer):
+    """With TOKENIZERS_PARALLELISM=true (a user's choice, or embedding.py on a GPU) and the
+    parent's batch counts done on the Rust thread pool, forked workers once waited forever on
+    that pool (16-core host, 2026-12-03). Run in a fresh process so the variable is set before
+    the tokenizer is first used, as it was there."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os
+from ards_rag.config import resolve_config
+from ards_rag.index import NotesIndex
+from ards_rag.models import load_tokenizer
+from ards_rag.retrieval import Retriever
+cfg = resolve_config(overrides={{"retrieval": {{"workers": 2}}}})
+tok = load_tokenizer(cfg)
+r = Retriever(NotesIndex.load({str(index.dir)!r}), cfg, tok, budget=150)
+ids = ["P1", "P2", "P3"] * 4
+tok(["bilateral opacities " * 50] * 64)  # the parent's pool is up
+serial = [r.context(p).to_dict() for p in ids]
+assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+assert [c.to_dict() for c in r.contexts(ids)] == serial
+print("ok")
+"""
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="true", HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("ok")
+
+
 def test_context_workers_auto_and_bad_values(index, smollm2_tokenizer):
     from ards_rag.chunking import available_cores
     from ards_rag.retrieval import MAX_CONTEXT_WORKERS, PARALLEL_MIN_CORES, PARALLEL_MIN_PATIENTS
