@@ -81,12 +81,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dxq_prompt1024": {"llm": False, "config": "smollm2-full-1024.yaml"},
     "dxq_prompt2048": {"llm": False, "config": "smollm2-full-1024.yaml", "overrides": {"ludwig": {
         "preprocessing": {"global_max_sequence_length": 2048}}}},
-    # not run: full_dxq_p2048_e3 holds its first two epochs (constant learning rate; the best
-    # checkpoint by validation loss is kept)
-    "full_dxq_p2048_e2": {"llm": True, "config": "smollm2-full-1024.yaml", "overrides": {"ludwig": {
-        "trainer": {"epochs": 2}, "preprocessing": {"global_max_sequence_length": 2048}}}},
-    "full_dxq_p2048_e3": {"llm": True, "config": "smollm2-full-1024.yaml", "overrides": {"ludwig": {
-        "preprocessing": {"global_max_sequence_length": 2048}}}},
+    "full_dxq_p2048_e2": {"llm": True, "config": "smollm2-full-2048.yaml"},
+    # not run yet: a third epoch at 2,048 tokens (its first two are full_dxq_p2048_e2's: constant
+    # learning rate; the best checkpoint by validation loss is kept)
+    "full_dxq_p2048_e3": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {"ludwig": {
+        "trainer": {"epochs": 3}}}},
     # context layout (retrieval.compact, retrieval.day_in_header)
     "compact": {"llm": False, "overrides": {"retrieval": {"compact": True}}},
     "day": {"llm": False, "overrides": {"retrieval": {"day_in_header": True}}},

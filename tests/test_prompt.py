@@ -127,14 +127,15 @@ def test_default_yaml_equals_the_built_in_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["default.yaml", "gemma3-270m.yaml", "llama2-7b-qlora.yaml", "smollm2-full.yaml", "smollm2-full-1024.yaml"]
+    "name", ["default.yaml", "gemma3-270m.yaml", "llama2-7b-qlora.yaml", "smollm2-full.yaml", "smollm2-full-1024.yaml",
+             "smollm2-full-2048.yaml"]
 )
 def test_shipped_configs_resolve_and_leave_room_for_context(name: str, smollm2_tokenizer) -> None:  # noqa: ANN001
     from ards_rag.config import DEFAULTS, read_yaml
 
     raw = read_yaml(CONFIGS / name)
     assert set(raw) == set(DEFAULTS)  # a full configuration...
-    if name == "smollm2-full-1024.yaml":  # ...with the default queries and four more
+    if name in ("smollm2-full-1024.yaml", "smollm2-full-2048.yaml"):  # ...with the default queries and four more
         queries = raw["retrieval"]["queries"]
         assert queries[: len(DEFAULTS["retrieval"]["queries"])] == DEFAULTS["retrieval"]["queries"]
         assert len(queries) == len(DEFAULTS["retrieval"]["queries"]) + 4
