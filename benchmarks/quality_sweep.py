@@ -86,6 +86,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # learning rate; the best checkpoint by validation loss is kept)
     "full_dxq_p2048_e3": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {"ludwig": {
         "trainer": {"epochs": 3}}}},
+    # not run yet: the same model on the seed workflow's truncated notes at the same budget (the
+    # goal's "above truncation" at 2,048 tokens)
+    "full_p2048_e2_truncate": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
+        "retrieval": {"strategy": "truncate"}}},
     # context layout (retrieval.compact, retrieval.day_in_header)
     "compact": {"llm": False, "overrides": {"retrieval": {"compact": True}}},
     "day": {"llm": False, "overrides": {"retrieval": {"day_in_header": True}}},
