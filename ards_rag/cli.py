@@ -363,6 +363,44 @@ def evaluate(run_dir: str | None, index_dir: str, split: str, precision: str) ->
     click.echo(f"Report: {Path(run) / 'report.md'}")
 
 
+# ----------------------------------------------------------------------------------- threshold
+@cli.command()
+@run_option
+@index_option
+@click.option("--sensitivity", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="The most specific cut reaching this sensitivity on validation.")
+@click.option("--specificity", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="The most sensitive cut reaching this specificity on validation.")
+@click.option("--value", type=click.FloatRange(0, 1), default=None, help="Use this threshold.")
+@precision_option
+@reports_errors
+def threshold(run_dir: str | None, index_dir: str, sensitivity: float | None,
+              specificity: float | None, value: float | None, precision: str) -> None:
+    """Choose the run's decision threshold again (default: best F1 on validation)."""
+    from .evaluation import METRICS_FILE, choose_threshold, read_threshold
+    from .prediction import resolve_run
+
+    given = {k: v for k, v in (("sensitivity", sensitivity), ("specificity", specificity),
+                               ("value", value)) if v is not None}
+    if len(given) > 1:
+        raise click.UsageError("pass at most one of --sensitivity, --specificity and --value")
+    rule, target = next(iter(given.items())) if given else ("best-f1", None)
+    run = resolve_run(run_dir, DEFAULT_RUNS)
+    old = read_threshold(run)[0]
+    rec = choose_threshold(run, index_dir, rule=rule, target=target, precision=precision)
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    click.echo(f"{run.name}: threshold {old:.4f} -> {rec['threshold']:.4f} ({rec['rule']})")
+    if rec["validation_patients"]:
+        click.echo(f"on {rec['validation_patients']} validation patients: F1 {fmt(rec['validation_f1'])}, "
+                   f"sensitivity {fmt(rec['validation_sensitivity'])}, "
+                   f"specificity {fmt(rec['validation_specificity'])}")
+    if (Path(run) / METRICS_FILE).is_file():
+        click.echo("metrics.json and report.md still hold the old threshold: run `ards-rag evaluate` again")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="ards-rag")

@@ -1,8 +1,9 @@
 """Evaluation: classification metrics, the decision threshold, plots and the run's report.
 
-Three layers, each usable alone:
+Layers, each usable alone:
 
-- Pure metrics on arrays (:func:`binary_metrics`, :func:`best_f1_threshold`, :func:`auroc`,
+- Pure metrics on arrays (:func:`binary_metrics`, :func:`best_f1_threshold`,
+  :func:`sensitivity_threshold`, :func:`specificity_threshold`, :func:`auroc`,
   :func:`average_precision`, :func:`bootstrap_ci`, :func:`paired_bootstrap_delta`): training
   uses :func:`best_f1_threshold` to choose the threshold on the validation split.
 - :func:`write_evaluation`: from a predictions frame, the threshold, baselines and evidence
@@ -11,6 +12,9 @@ Three layers, each usable alone:
 - :class:`Evaluator` (``ards-rag evaluate``): scores a run's split through
   :func:`ards_rag.prediction.predict_patients`, computes the baselines on the same patients
   (:func:`text_baselines`, :func:`sibling_baselines`) and calls :func:`write_evaluation`.
+- :func:`choose_threshold` (``ards-rag threshold``): scores a run's validation split again and
+  saves another operating point (best F1, a target sensitivity or specificity, or a given value)
+  in its ``threshold.json``.
 
 Reports quote note snippets (PHI) and stay in the local run folder; nothing here logs note text.
 
@@ -96,19 +100,78 @@ def best_f1_threshold(y_true: Sequence[Any] | np.ndarray, p: Sequence[float] | n
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == len(y):
         return FALLBACK_THRESHOLD
+    scores, tp, predicted_pos = _cuts(y, s)
+    f1 = 2 * tp / (predicted_pos + n_pos)  # 2TP / (2TP + FP + FN), since TP+FP+TP+FN = pred+pos
+    best = int(np.flatnonzero(f1 >= f1.max() - 1e-12)[-1])  # descending order: last = smallest score
+    return _cut_threshold(scores, best)
+
+
+def _cuts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every cut at a distinct score, highest first: the scores, and for the cut at each (predict
+    positive when ``p >= score``) the true positives and the patients predicted positive."""
     order = np.argsort(-s, kind="mergesort")
     s_sorted, y_sorted = s[order], y[order]
     # Last index of each run of equal scores, in descending score order: a cut at that score
     # makes everything up to that index positive.
     last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), len(s_sorted) - 1]
-    tp = np.cumsum(y_sorted)[last]
-    predicted_pos = last + 1
-    f1 = 2 * tp / (predicted_pos + n_pos)  # 2TP / (2TP + FP + FN), since TP+FP+TP+FN = pred+pos
-    best = np.flatnonzero(f1 >= f1.max() - 1e-12)[-1]  # descending order: last = smallest score
-    score = float(s_sorted[last[best]])
-    if best + 1 < len(last):
-        return (score + float(s_sorted[last[best + 1]])) / 2.0
-    return score
+    return s_sorted[last], np.cumsum(y_sorted)[last], last + 1
+
+
+def _cut_threshold(scores: np.ndarray, i: int) -> float:
+    """The threshold for the cut at ``scores[i]`` (descending distinct scores): the midpoint to the
+    next lower score, which classifies the set alike while leaving a margin for new patients;
+    the score itself when it is the lowest. ``i = -1`` is the cut above every score."""
+    if i < 0:
+        top = float(scores[0])
+        return (top + 1.0) / 2.0 if top < 1.0 else float(np.nextafter(top, np.inf))
+    if i + 1 < len(scores):
+        return (float(scores[i]) + float(scores[i + 1])) / 2.0
+    return float(scores[i])
+
+
+def _check_target(name: str, target: float) -> None:
+    if not 0.0 < target <= 1.0:
+        raise InputError(f"target {name} {target!r} is outside (0, 1]; pass e.g. 0.9")
+
+
+def sensitivity_threshold(y_true: Sequence[Any] | np.ndarray, p: Sequence[float] | np.ndarray,
+                          target: float) -> float:
+    """The highest threshold whose sensitivity on ``(y_true, p)`` is at least ``target``: the most
+    specific cut that still finds that share of the ARDS patients (a screening operating point).
+
+    Returned as a midpoint between distinct scores, like :func:`best_f1_threshold`. Raises
+    :class:`~ards_rag.errors.InputError` when ``y_true`` has no positive or ``target`` is not in
+    (0, 1].
+    """
+    _check_target("sensitivity", target)
+    y, s = _as_arrays(y_true, p)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        raise InputError("no ARDS patient among the labels: sensitivity cannot choose a threshold")
+    scores, tp, _ = _cuts(y, s)
+    # tp grows down the cuts; the first cut that reaches the target is the highest one.
+    return _cut_threshold(scores, int(np.flatnonzero(tp >= target * n_pos - 1e-9)[0]))
+
+
+def specificity_threshold(y_true: Sequence[Any] | np.ndarray, p: Sequence[float] | np.ndarray,
+                          target: float) -> float:
+    """The lowest threshold whose specificity on ``(y_true, p)`` is at least ``target``: the most
+    sensitive cut that still clears that share of the patients without ARDS (a confirmatory
+    operating point). Above every score when only that reaches the target.
+
+    Raises :class:`~ards_rag.errors.InputError` when ``y_true`` has no negative or ``target`` is
+    not in (0, 1].
+    """
+    _check_target("specificity", target)
+    y, s = _as_arrays(y_true, p)
+    n_neg = int((~y).sum())
+    if n_neg == 0:
+        raise InputError("no patient without ARDS among the labels: specificity cannot choose a "
+                         "threshold")
+    scores, tp, predicted_pos = _cuts(y, s)
+    fp = predicted_pos - tp
+    ok = np.flatnonzero(fp <= (1.0 - target) * n_neg + 1e-9)  # fp grows down the cuts
+    return _cut_threshold(scores, int(ok[-1]) if len(ok) else -1)
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -377,19 +440,17 @@ def _markdown_table(metrics_by_system: dict[str, dict[str, Any]],
 # --- plots -----------------------------------------------------------------------------------
 
 
-def _cuts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative TP and FP counts at each distinct score, highest score first."""
-    order = np.argsort(-s, kind="mergesort")
-    ys, ss = y[order], s[order]
-    last = np.r_[np.flatnonzero(np.diff(ss) != 0), len(ss) - 1]
-    return np.cumsum(ys)[last].astype(float), np.cumsum(~ys)[last].astype(float)
+def _rates(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative TP and FP counts (floats) at each distinct score, highest score first."""
+    _, tp, predicted_pos = _cuts(y, s)
+    return tp.astype(float), (predicted_pos - tp).astype(float)
 
 
 def roc_points(y_true: Sequence[Any] | np.ndarray,
                p: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """False and true positive rates of the ROC curve, from (0, 0) to (1, 1)."""
     y, s = _as_arrays(y_true, p)
-    tp, fp = _cuts(y, s)
+    tp, fp = _rates(y, s)
     return (np.r_[0.0, fp / max(int((~y).sum()), 1)], np.r_[0.0, tp / max(int(y.sum()), 1)])
 
 
@@ -397,7 +458,7 @@ def pr_points(y_true: Sequence[Any] | np.ndarray,
               p: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Recall and precision at each distinct score (highest first), starting at recall 0."""
     y, s = _as_arrays(y_true, p)
-    tp, fp = _cuts(y, s)
+    tp, fp = _rates(y, s)
     precision = tp / (tp + fp)
     return np.r_[0.0, tp / max(int(y.sum()), 1)], np.r_[precision[0], precision]
 
@@ -751,8 +812,7 @@ def render_report(metrics: dict[str, Any], frame: pd.DataFrame,
     lines += [
         f"- Patients: {m['n']} ({m['n_positive']} with ARDS, prevalence {m['prevalence']:.3f})",
         f"- Threshold: {m['threshold']:.4f} (predict ARDS when probability >= threshold), "
-        f"chosen on the {info.get('chosen_on', 'validation')} split by "
-        f"{info.get('rule', 'best F1')}",
+        f"{describe_threshold(info)}",
         f"- Created: {metrics.get('created', '')}",
         "",
         "## Metrics",
@@ -822,6 +882,8 @@ def render_report(metrics: dict[str, Any], frame: pd.DataFrame,
 
 SPLIT_FILE = "split.csv"
 THRESHOLD_FILE = "threshold.json"
+SPLITS = ("train", "validation", "test")
+THRESHOLD_RULES = ("best-f1", "sensitivity", "specificity", "value")
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "index_manifest.json"
@@ -865,6 +927,14 @@ def read_threshold(run_dir: str | Path) -> tuple[float, dict[str, Any]]:
     if not math.isfinite(threshold):
         raise RunError(f"{path}: threshold is {threshold}; retrain the run")
     return threshold, info
+
+
+def describe_threshold(info: dict[str, Any]) -> str:
+    """Where a ``threshold.json`` record came from, for reports: "chosen on the validation split
+    by best F1", or its rule when no split chose it (a value set by the user)."""
+    chosen = info.get("chosen_on", "validation")
+    rule = info.get("rule", "best F1")
+    return f"chosen on the {chosen} split by {rule}" if chosen in SPLITS else str(rule)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -1199,9 +1269,11 @@ class Evaluator:
         if self.split == "train":
             remarks.insert(0, "the model was fine-tuned on these patients: training-set figures "
                               "show fit, not how it does on new patients")
-        if self.precision != "model":
+        chosen_in = threshold_info.get("precision", "model")
+        if self.precision != chosen_in:
+            where = "the run's own precision" if chosen_in == "model" else chosen_in
             remarks.append(f"scored in {self.precision} (dense weights, LoRA merged); the threshold "
-                           "was chosen in the run's own precision")
+                           f"was chosen in {where}")
         kind = run_kind(self.run_dir)
         kind["index"] = str(index_dir)
         kind["precision"] = self.precision
@@ -1232,10 +1304,83 @@ class Evaluator:
             return "not evaluated yet: call run()"
         m = self.metrics
         head = (f"{self.run_dir.name}, {m['split']} split: {m['model']['n']} patients, "
-                f"threshold {m['threshold']:.3f} (chosen on "
-                f"{m['threshold_info'].get('chosen_on', 'validation')})")
+                f"threshold {m['threshold']:.3f} ({describe_threshold(m['threshold_info'])})")
         tail = [f"note: {r}" for r in m.get("remarks", [])]
         return "\n".join([head, format_table(systems_table(m)), *tail])
 
     def __call__(self) -> dict[str, Any]:
         return self.run()
+
+
+# --- re-choosing a run's threshold -----------------------------------------------------------
+
+
+def choose_threshold(run_dir: str | Path, index_dir: str | Path | None = None, *,
+                     rule: str = "best-f1", target: float | None = None,
+                     precision: str = "model", batch_size: int | None = None) -> dict[str, Any]:
+    """Choose a run's decision threshold again and save it in its ``threshold.json``.
+
+    ``rule``: ``best-f1`` (what training does), ``sensitivity`` / ``specificity`` (the operating
+    point reaching ``target`` on validation: :func:`sensitivity_threshold`,
+    :func:`specificity_threshold`) or ``value`` (``target`` itself, set by the user). The run's
+    validation patients are scored as ``predict`` scores them; the record keeps the validation
+    F1, sensitivity and specificity at the new cut, and the records it replaced under
+    ``history``. ``predict`` and ``evaluate`` use the new threshold from then on; a
+    ``metrics.json`` written before keeps the old one until ``evaluate`` runs again.
+
+    Returns the new record. Raises :class:`~ards_rag.errors.InputError` for an unknown rule or a
+    missing or out-of-range target and :class:`~ards_rag.errors.RunError` when the run has no
+    labeled validation patient of each class.
+    """
+    from .index import NotesIndex
+
+    if rule not in THRESHOLD_RULES:
+        raise InputError(f"unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}")
+    if rule == "best-f1":
+        target = None
+    elif target is None:
+        raise InputError(f"the {rule} rule needs a target, e.g. --{rule} 0.9")
+    elif not 0.0 <= float(target) <= 1.0:
+        raise InputError(f"target {target!r} is outside [0, 1]; probabilities and rates lie in it")
+    evaluator = Evaluator(run_dir, index_dir, "validation", batch_size=batch_size,
+                          baselines=False, precision=precision)
+    evaluator._check_run()
+    previous = read_threshold(evaluator.run_dir)[1]
+    split_df = read_split(evaluator.run_dir)
+    val = split_df[(split_df["split"] == "validation") & split_df["label"].notna()]
+    y = val["label"].astype(bool).to_numpy()
+    if rule != "value" and (y.all() or not y.any()):
+        raise RunError(f"{evaluator.run_dir / SPLIT_FILE}: the validation split needs patients "
+                       "with and without ARDS to choose a threshold; set one with --value")
+    p = np.zeros(0)
+    if len(val):
+        index = NotesIndex.load(evaluator._resolve_index_dir())
+        preds = evaluator.score(index, val["patient_id"].tolist())
+        p = val[["patient_id"]].merge(preds, on="patient_id", how="left")["probability"].to_numpy(float)
+
+    if rule == "best-f1":
+        threshold, label = best_f1_threshold(y, p), "best F1"
+    elif rule == "sensitivity":
+        threshold, label = sensitivity_threshold(y, p, float(target)), f"sensitivity >= {target:g}"
+    elif rule == "specificity":
+        threshold, label = specificity_threshold(y, p, float(target)), f"specificity >= {target:g}"
+    else:
+        threshold, label = float(target), "a value set by the user"
+    m = binary_metrics(y, p, threshold=threshold) if len(y) else {}
+    history = list(previous.pop("history", []) or []) + [previous]
+    record = {
+        "threshold": float(threshold),
+        "chosen_on": "validation" if rule != "value" else "user",
+        "rule": label,
+        "target": None if target is None else float(target),
+        "validation_f1": m.get("f1"),
+        "validation_sensitivity": m.get("sensitivity"),
+        "validation_specificity": m.get("specificity"),
+        "validation_patients": int(len(y)),
+        "precision": precision,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "history": history,
+    }
+    _write_atomic(evaluator.run_dir / THRESHOLD_FILE,
+                  lambda tmp: tmp.write_text(json.dumps(record, indent=2), encoding="utf-8"))
+    return record

@@ -193,3 +193,61 @@ def test_predict_and_evaluate_in_fp8(tiny_run: Path, small_index_dir: Path, tmp_
     code, out = invoke("predict", "--run", str(run), "--index", str(small_index_dir),
                        "--patient-id", "P003", "--precision", "int4")
     assert code == 2 and "int4" in out
+
+
+def test_threshold_is_chosen_again_and_used_by_predict(tiny_run: Path, small_index_dir: Path,
+                                                      tmp_path: Path) -> None:
+    """`ards-rag threshold --sensitivity 1` picks the highest cut that finds every validation ARDS
+    patient, keeps the training-time record in its history, and `predict` cuts at it."""
+    import shutil
+
+    from ards_rag.evaluation import binary_metrics, read_split
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    old = json.loads((run / "threshold.json").read_text())
+    index = str(small_index_dir)
+    code, out = invoke("threshold", "--run", str(run), "--index", index, "--sensitivity", "1")
+    assert code == 0, out
+    rec = json.loads((run / "threshold.json").read_text())
+    assert rec["rule"] == "sensitivity >= 1" and rec["chosen_on"] == "validation"
+    assert rec["history"] == [old]
+    assert f"-> {rec['threshold']:.4f}" in out
+
+    split = read_split(run)
+    val = split[split["split"] == "validation"]
+    preds = tmp_path / "preds.csv"
+    code, out = invoke("predict", "--run", str(run), "--index", index, "--patients",
+                       str(_ids_file(tmp_path, val["patient_id"])), "--out", str(preds))
+    assert code == 0, out
+    rows = pd.read_csv(preds, float_precision="round_trip").merge(val, on="patient_id")
+    y, p = rows["label"].astype(bool).to_numpy(), rows["probability"].to_numpy()
+    assert (rows["prediction"] == (p >= rec["threshold"])).all()
+    m = binary_metrics(y, p, rec["threshold"])
+    assert m["sensitivity"] == 1.0 == rec["validation_sensitivity"]
+    # The most specific such cut: the lowest-scoring ARDS patient sits just above it.
+    assert p[y].min() >= rec["threshold"] > max([q for q in p if q < p[y].min()], default=-1.0)
+
+    code, out = invoke("threshold", "--run", str(run), "--index", index, "--value", "0.5")
+    assert code == 0, out
+    rec2 = json.loads((run / "threshold.json").read_text())
+    assert rec2["threshold"] == 0.5 and rec2["chosen_on"] == "user"
+    assert [h["rule"] for h in rec2["history"]] == [old["rule"], "sensitivity >= 1"]
+    code, out = invoke("evaluate", "--run", str(run), "--index", index)
+    assert code == 0, out
+    assert "threshold 0.500 (a value set by the user)" in out
+    assert "0.5000 (predict ARDS when probability >= threshold), a value set by the user" in (
+        run / "report.md").read_text()
+
+    code, out = invoke("threshold", "--run", str(run), "--index", index, "--value", "0.5",
+                       "--specificity", "0.9")
+    assert code == 2 and "at most one of" in out
+    code, out = invoke("threshold", "--run", str(tmp_path / "missing"), "--index", index)
+    assert code != 0
+    assert_one_line_error(out, "missing")
+
+
+def _ids_file(tmp_path: Path, ids: pd.Series) -> Path:
+    path = tmp_path / "ids.txt"
+    path.write_text("\n".join(ids) + "\n", encoding="utf-8")
+    return path

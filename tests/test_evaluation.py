@@ -13,6 +13,8 @@ from ards_rag.evaluation import (
     auroc,
     average_precision,
     best_f1_threshold,
+    sensitivity_threshold,
+    specificity_threshold,
     binary_metrics,
     calibration_bins,
 )
@@ -83,6 +85,63 @@ def test_best_f1_threshold_is_order_independent() -> None:
     # No cut at a distinct score does better than the chosen threshold.
     best = binary_metrics(y, p, t)["f1"]
     assert all(binary_metrics(y, p, s)["f1"] <= best + 1e-12 for s in np.unique(p))
+
+
+# Hand-checked: positives score 0.9, 0.7, 0.4; negatives 0.8, 0.6, 0.2.
+OP_Y = [1, 0, 1, 0, 1, 0]
+OP_P = [0.9, 0.8, 0.7, 0.6, 0.4, 0.2]
+
+
+def test_sensitivity_threshold_toy_example() -> None:
+    # 2 of 3 positives first reached by the cut at 0.7 (0.9 and 0.8 find one): midpoint with 0.6.
+    assert sensitivity_threshold(OP_Y, OP_P, 2 / 3) == pytest.approx(0.65)
+    assert sensitivity_threshold(OP_Y, OP_P, 0.5) == pytest.approx(0.65)
+    assert sensitivity_threshold(OP_Y, OP_P, 0.3) == pytest.approx(0.85)  # 1 of 3 at 0.9
+    assert sensitivity_threshold(OP_Y, OP_P, 1.0) == pytest.approx(0.3)  # all three: cut at 0.4
+    m = binary_metrics(OP_Y, OP_P, 0.3)
+    assert m["sensitivity"] == 1.0 and m["specificity"] == pytest.approx(1 / 3)
+
+
+def test_specificity_threshold_toy_example() -> None:
+    # At most one false positive of three negatives: cuts 0.9 (0 FP), 0.8 and 0.7 (1 FP) qualify;
+    # the lowest, 0.7, wins: midpoint with 0.6.
+    assert specificity_threshold(OP_Y, OP_P, 2 / 3) == pytest.approx(0.65)
+    assert specificity_threshold(OP_Y, OP_P, 1.0) == pytest.approx(0.85)  # no FP: only 0.9
+    assert specificity_threshold(OP_Y, OP_P, 0.3) == pytest.approx(0.3)  # 2 FP allowed: 0.4
+    # The top score is a negative: only a cut above every score clears all negatives.
+    t = specificity_threshold([0, 1], [0.9, 0.5], 1.0)
+    assert t == pytest.approx(0.95)
+    assert binary_metrics([0, 1], [0.9, 0.5], t)["specificity"] == 1.0
+    assert specificity_threshold([0, 1], [1.0, 0.5], 1.0) > 1.0
+
+
+@pytest.mark.parametrize("target", [0.5, 0.8, 0.9, 0.95, 1.0])
+def test_operating_points_are_the_extreme_cuts_that_reach_the_target(target: float) -> None:
+    rng = np.random.default_rng(1)
+    y = rng.random(300) < 0.25
+    p = np.round(np.clip(y * 0.3 + rng.random(300) * 0.7, 0, 1), 2)  # many ties
+    cuts = np.unique(p)
+    sens = lambda t: binary_metrics(y, p, t)["sensitivity"]  # noqa: E731
+    spec = lambda t: binary_metrics(y, p, t)["specificity"]  # noqa: E731
+    t = sensitivity_threshold(y, p, target)
+    assert sens(t) >= target
+    cut = p[p >= t].min()  # the score cut that t makes
+    assert all(sens(c) < target for c in cuts if c > cut)  # no higher cut reaches it
+    t = specificity_threshold(y, p, target)
+    assert spec(t) >= target
+    assert all(spec(c) < target for c in cuts if c < t)  # no lower cut reaches it
+
+
+def test_operating_point_errors() -> None:
+    with pytest.raises(InputError, match="no ARDS patient"):
+        sensitivity_threshold([0, 0], [0.1, 0.2], 0.9)
+    with pytest.raises(InputError, match="no patient without ARDS"):
+        specificity_threshold([1, 1], [0.1, 0.2], 0.9)
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(InputError, match="outside"):
+            sensitivity_threshold(OP_Y, OP_P, bad)
+        with pytest.raises(InputError, match="outside"):
+            specificity_threshold(OP_Y, OP_P, bad)
 
 
 def test_best_f1_threshold_degenerate() -> None:
