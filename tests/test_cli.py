@@ -220,7 +220,7 @@ def test_threshold_is_chosen_again_and_used_by_predict(tiny_run: Path, small_ind
     code, out = invoke("predict", "--run", str(run), "--index", index, "--patients",
                        str(_ids_file(tmp_path, val["patient_id"])), "--out", str(preds))
     assert code == 0, out
-    rows = pd.read_csv(preds, float_precision="round_trip").merge(val, on="patient_id")
+    rows = pd.read_csv(preds).merge(val, on="patient_id")
     y, p = rows["label"].astype(bool).to_numpy(), rows["probability"].to_numpy()
     assert (rows["prediction"] == (p >= rec["threshold"])).all()
     m = binary_metrics(y, p, rec["threshold"])
