@@ -377,7 +377,7 @@ def evaluate(run_dir: str | None, index_dir: str, split: str, precision: str) ->
 def threshold(run_dir: str | None, index_dir: str, sensitivity: float | None,
               specificity: float | None, value: float | None, precision: str) -> None:
     """Choose the run's decision threshold again (default: best F1 on validation)."""
-    from .evaluation import METRICS_FILE, choose_threshold, read_threshold
+    from .evaluation import METRICS_FILE, choose_threshold
     from .prediction import resolve_run
 
     given = {k: v for k, v in (("sensitivity", sensitivity), ("specificity", specificity),
@@ -386,8 +386,8 @@ def threshold(run_dir: str | None, index_dir: str, sensitivity: float | None,
         raise click.UsageError("pass at most one of --sensitivity, --specificity and --value")
     rule, target = next(iter(given.items())) if given else ("best-f1", None)
     run = resolve_run(run_dir, DEFAULT_RUNS)
-    old = read_threshold(run)[0]
     rec = choose_threshold(run, index_dir, rule=rule, target=target, precision=precision)
+    old = rec["history"][-1]["threshold"]
 
     def fmt(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"

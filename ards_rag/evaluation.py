@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import IndexStoreError, InputError, RunError
+from .training import SPLITS
 
 #: The threshold returned when F1 cannot choose one (only one class present in ``y_true``).
 FALLBACK_THRESHOLD = 0.5
@@ -882,7 +883,6 @@ def render_report(metrics: dict[str, Any], frame: pd.DataFrame,
 
 SPLIT_FILE = "split.csv"
 THRESHOLD_FILE = "threshold.json"
-SPLITS = ("train", "validation", "test")
 THRESHOLD_RULES = ("best-f1", "sensitivity", "specificity", "value")
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.yaml"
@@ -927,6 +927,16 @@ def read_threshold(run_dir: str | Path) -> tuple[float, dict[str, Any]]:
     if not math.isfinite(threshold):
         raise RunError(f"{path}: threshold is {threshold}; retrain the run")
     return threshold, info
+
+
+def run_index_dir(run_dir: str | Path, index_dir: str | Path | None = None) -> Path:
+    """``index_dir``, or the index folder the run records (its ``summary.json``)."""
+    if index_dir is not None:
+        return Path(index_dir)
+    recorded = run_kind(run_dir).get("index")
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    raise RunError(f"{run_dir}: the run does not record its index folder; pass --index")
 
 
 def describe_threshold(info: dict[str, Any]) -> str:
@@ -1187,12 +1197,7 @@ class Evaluator:
             raise RunError(f"{self.run_dir}: run folder not found; train one with `ards-rag train`")
 
     def _resolve_index_dir(self) -> Path:
-        if self.index_dir is not None:
-            return self.index_dir
-        recorded = run_kind(self.run_dir).get("index")
-        if recorded and Path(recorded).is_dir():
-            return Path(recorded)
-        raise RunError(f"{self.run_dir}: the run does not record its index folder; pass --index")
+        return run_index_dir(self.run_dir, self.index_dir)
 
     def patients(self, split_df: pd.DataFrame) -> pd.DataFrame:
         """The labeled patients of the evaluated split (``patient_id``, ``label``)."""
@@ -1271,9 +1276,11 @@ class Evaluator:
                               "show fit, not how it does on new patients")
         chosen_in = threshold_info.get("precision", "model")
         if self.precision != chosen_in:
-            where = "the run's own precision" if chosen_in == "model" else chosen_in
-            remarks.append(f"scored in {self.precision} (dense weights, LoRA merged); the threshold "
-                           f"was chosen in {where}")
+            def said(precision: str) -> str:
+                return ("the run's own precision" if precision == "model"
+                        else f"{precision} (dense weights, LoRA merged)")
+            remarks.append(f"scored in {said(self.precision)}; the threshold was chosen in "
+                           f"{said(chosen_in)}")
         kind = run_kind(self.run_dir)
         kind["index"] = str(index_dir)
         kind["precision"] = self.precision
@@ -1332,7 +1339,7 @@ def choose_threshold(run_dir: str | Path, index_dir: str | Path | None = None, *
     missing or out-of-range target and :class:`~ards_rag.errors.RunError` when the run has no
     labeled validation patient of each class.
     """
-    from .index import NotesIndex
+    from .prediction import check_run, predict_patients
 
     if rule not in THRESHOLD_RULES:
         raise InputError(f"unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}")
@@ -1340,23 +1347,23 @@ def choose_threshold(run_dir: str | Path, index_dir: str | Path | None = None, *
         target = None
     elif target is None:
         raise InputError(f"the {rule} rule needs a target, e.g. --{rule} 0.9")
-    elif not 0.0 <= float(target) <= 1.0:
-        raise InputError(f"target {target!r} is outside [0, 1]; probabilities and rates lie in it")
-    evaluator = Evaluator(run_dir, index_dir, "validation", batch_size=batch_size,
-                          baselines=False, precision=precision)
-    evaluator._check_run()
-    previous = read_threshold(evaluator.run_dir)[1]
-    split_df = read_split(evaluator.run_dir)
+    elif rule == "value" and not 0.0 <= float(target) <= 1.0:
+        raise InputError(f"threshold {target!r} is outside [0, 1], where probabilities lie")
+    run = check_run(run_dir)
+    previous = read_threshold(run)[1]
+    split_df = read_split(run)
     val = split_df[(split_df["split"] == "validation") & split_df["label"].notna()]
     y = val["label"].astype(bool).to_numpy()
     if rule != "value" and (y.all() or not y.any()):
-        raise RunError(f"{evaluator.run_dir / SPLIT_FILE}: the validation split needs patients "
-                       "with and without ARDS to choose a threshold; set one with --value")
+        raise RunError(f"{run / SPLIT_FILE}: the validation split needs patients with and without "
+                       "ARDS to choose a threshold; set one with --value")
     p = np.zeros(0)
-    if len(val):
-        index = NotesIndex.load(evaluator._resolve_index_dir())
-        preds = evaluator.score(index, val["patient_id"].tolist())
-        p = val[["patient_id"]].merge(preds, on="patient_id", how="left")["probability"].to_numpy(float)
+    if len(val):  # predict_patients returns the patients in the order asked
+        kwargs: dict[str, Any] = {"precision": precision}
+        if batch_size is not None:
+            kwargs["batch_size"] = batch_size
+        p = predict_patients(run, run_index_dir(run, index_dir), val["patient_id"].tolist(),
+                             **kwargs)["probability"].to_numpy(float)
 
     if rule == "best-f1":
         threshold, label = best_f1_threshold(y, p), "best F1"
@@ -1381,6 +1388,6 @@ def choose_threshold(run_dir: str | Path, index_dir: str | Path | None = None, *
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "history": history,
     }
-    _write_atomic(evaluator.run_dir / THRESHOLD_FILE,
+    _write_atomic(run / THRESHOLD_FILE,
                   lambda tmp: tmp.write_text(json.dumps(record, indent=2), encoding="utf-8"))
     return record
