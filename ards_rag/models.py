@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 # Bumped when the conversion changes, so that stale cached folders are rebuilt.
 CONVERSION_VERSION = 2
 MARKER = "ards_rag_conversion.json"
+# A plain clinical sentence: a sub-word tokenizer needs about one token per 4-5 characters of it,
+# a tokenizer that lost its merges one per character.
+TOKENIZER_PROBE = "Diffuse bilateral airspace opacities, consistent with acute respiratory distress syndrome."
+MAX_TOKENS_PER_CHAR = 0.5
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,8 @@ def _packaged_folder(model: PackagedModel) -> Path:
     version = importlib.metadata.version(model.distribution)
     marker = {
         "conversion_version": CONVERSION_VERSION,
+        # a folder converted by another transformers (whose GGUF tokenizer may differ) is redone
+        "transformers_version": importlib.metadata.version("transformers"),
         "distribution": model.distribution,
         "distribution_version": version,
         "gguf_file": gguf.name,
@@ -200,6 +206,7 @@ def convert_gguf(gguf: str | Path, out_dir: str | Path, dtype: str = "bfloat16")
     gguf = Path(gguf)
     out_dir = Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    check_tokenizer(tokenizer, gguf)
     _fix_padding_token(tokenizer)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     config = loaded.config
@@ -220,6 +227,26 @@ def convert_gguf(gguf: str | Path, out_dir: str | Path, dtype: str = "bfloat16")
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
+
+
+def check_tokenizer(tokenizer: Any, source: str | Path) -> None:
+    """Raise ModelError when ``tokenizer`` splits plain text into characters.
+
+    On the lent GPU host, transformers 5.17 converted Gemma-3-270M's GGUF tokenizer so that the
+    139-character prompt template and the answer took 145 tokens instead of 36 (about one per
+    character: the merges were lost) and one token id had no token; the model fine-tuned through
+    it read a third of the text it should, in a tokenization it was never trained on
+    (BENCHMARKS.md, 2026-12-04). transformers 5.25 converts it correctly.
+    """
+    import transformers
+
+    n = len(tokenizer.encode(TOKENIZER_PROBE, add_special_tokens=False))
+    if n > MAX_TOKENS_PER_CHAR * len(TOKENIZER_PROBE):
+        raise ModelError(
+            f"{source}: transformers {transformers.__version__} built a tokenizer that splits text into "
+            f"characters ({n} tokens for a {len(TOKENIZER_PROBE)}-character sentence); install a newer "
+            "transformers (5.25 converts it correctly) and run again"
+        )
 
 
 def _fix_padding_token(tokenizer: Any) -> None:

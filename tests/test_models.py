@@ -11,7 +11,7 @@ import pytest
 
 from ards_rag.config import resolve_config
 from ards_rag.errors import ModelError
-from ards_rag.models import MARKER, cache_root, load_tokenizer, resolve_base_model
+from ards_rag.models import MARKER, cache_root, check_tokenizer, load_tokenizer, resolve_base_model
 
 
 def test_local_folder_resolves_to_its_absolute_path(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,3 +104,19 @@ def test_packaged_gemma_converts_trains_and_scores(tmp_path: Path, small_index_d
     p = scorer.score(["[Note 1 | 2180-01-01 | Radiology]\nLungs are clear.",
                       "[Note 1 | 2180-01-01 | Radiology]\nDiffuse bilateral airspace opacities."])
     assert ((p > 0) & (p < 1)).all()
+
+
+def test_a_converted_tokenizer_that_splits_text_into_characters_is_refused() -> None:
+    """What transformers 5.17 made of Gemma-3-270M's GGUF tokenizer: no merges, one token per
+    character. The packaged SmolLM2 tokenizer passes the same check."""
+    import string
+
+    from tokenizers import Tokenizer
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    chars = {c: i for i, c in enumerate(["<unk>"] + list(string.printable))}
+    no_merges = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(BPE(chars, [], unk_token="<unk>")))
+    with pytest.raises(ModelError, match=r"splits text into characters \(\d+ tokens for a \d+-character"):
+        check_tokenizer(no_merges, "model.gguf")
+    check_tokenizer(load_tokenizer({"ludwig": {"base_model": "smollm2-135m"}}), "smollm2")
