@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -68,6 +68,7 @@ __all__ = [
     "POSITIVE_EVIDENCE_KINDS",
     "TRAP_KINDS",
     "generate_cohort",
+    "patient_scenarios",
     "write_cohort",
 ]
 
@@ -1911,6 +1912,38 @@ def generate_cohort(
     ``noise`` outside [0, 1].
     """
     _check(n_patients, prevalence, noise)
+    note_rows: list[tuple[str, str, str, str, str, str]] = []
+    ev_rows: list[tuple[str, str, str]] = []
+    for r, p, label in _draw_patients(n_patients, seed, prevalence, noise):
+        pid = p.pid
+        notes = _schedule(r, p)
+        lab = "true" if label else "false"
+        prev: datetime | None = None
+        for k, nt in enumerate(notes, 1):
+            # strictly increasing times, a few minutes apart at least
+            when = p.admit + timedelta(seconds=round(nt.day * 86400))
+            if prev is not None and when <= prev:
+                when = prev + timedelta(minutes=r.randint(3, 40), seconds=r.randint(0, 59))
+            prev = when
+            nid = f"{pid}-RR-{k}" if nt.note_type == "Radiology" else (
+                f"{pid}-EC-{k}" if nt.note_type == "Echo" else f"{pid}-PR-{k}")
+            note_rows.append((pid, nid, _fmt_time(when), nt.note_type, _render(r, nt), lab))
+            for kind in dict.fromkeys(nt.kinds):
+                if kind.startswith("trap_") == p.positive:
+                    continue  # positives list their evidence, negatives their traps
+                ev_rows.append((pid, nid, kind))
+    notes_df = pd.DataFrame(note_rows, columns=NOTES_COLUMNS)
+    ev_df = pd.DataFrame(ev_rows, columns=EVIDENCE_COLUMNS)
+    return notes_df, ev_df
+
+
+def _draw_patients(
+    n_patients: int, seed: int, prevalence: float, noise: float
+) -> Iterator[tuple[Rng, _Patient, bool]]:
+    """The cohort's patients in order: ``(rng, patient, label)``, the rng ready to draw the notes.
+
+    Class, trap and mention assignments come from one cohort rng; each patient has its own rng
+    seeded from it, so the notes of one patient never depend on another's."""
     master = random.Random(seed)
     n_pos = round(prevalence * n_patients)
     order = list(range(n_patients))
@@ -1930,32 +1963,23 @@ def generate_cohort(
     flips = set(master.sample(range(n_patients), round(noise * n_patients)))
     width = max(6, len(str(n_patients)))
 
-    note_rows: list[tuple[str, str, str, str, str, str]] = []
-    ev_rows: list[tuple[str, str, str]] = []
     for i in range(n_patients):
         r = random.Random(patient_seeds[i])
-        pid = f"P{i + 1:0{width}d}"
-        p = _make_patient(r, pid, positive[i], i in trapped, i in mention)
-        notes = _schedule(r, p)
-        label = positive[i] != (i in flips)
-        lab = "true" if label else "false"
-        prev: datetime | None = None
-        for k, nt in enumerate(notes, 1):
-            # strictly increasing times, a few minutes apart at least
-            when = p.admit + timedelta(seconds=round(nt.day * 86400))
-            if prev is not None and when <= prev:
-                when = prev + timedelta(minutes=r.randint(3, 40), seconds=r.randint(0, 59))
-            prev = when
-            nid = f"{pid}-RR-{k}" if nt.note_type == "Radiology" else (
-                f"{pid}-EC-{k}" if nt.note_type == "Echo" else f"{pid}-PR-{k}")
-            note_rows.append((pid, nid, _fmt_time(when), nt.note_type, _render(r, nt), lab))
-            for kind in dict.fromkeys(nt.kinds):
-                if kind.startswith("trap_") == p.positive:
-                    continue  # positives list their evidence, negatives their traps
-                ev_rows.append((pid, nid, kind))
-    notes_df = pd.DataFrame(note_rows, columns=NOTES_COLUMNS)
-    ev_df = pd.DataFrame(ev_rows, columns=EVIDENCE_COLUMNS)
-    return notes_df, ev_df
+        p = _make_patient(r, f"P{i + 1:0{width}d}", positive[i], i in trapped, i in mention)
+        yield r, p, positive[i] != (i in flips)
+
+
+def patient_scenarios(
+    n_patients: int, seed: int, prevalence: float = 0.25, noise: float = 0.0
+) -> pd.DataFrame:
+    """What :func:`generate_cohort` with the same arguments makes of each patient, for error
+    analysis: ``patient_id, scenario, insult, trapped, mention, label`` (``scenario``: ``ards``
+    for positives, else the negative scenario of the module doc, e.g. ``overload_mimic``;
+    ``trapped``: the notes carry an ARDS trap; ``label`` after label noise)."""
+    _check(n_patients, prevalence, noise)
+    rows = [(p.pid, p.scenario, p.insult, bool(p.trap_kinds), p.mention, label)
+            for _, p, label in _draw_patients(n_patients, seed, prevalence, noise)]
+    return pd.DataFrame(rows, columns=["patient_id", "scenario", "insult", "trapped", "mention", "label"])
 
 
 def write_cohort(

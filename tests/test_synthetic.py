@@ -19,6 +19,7 @@ from ards_rag.synthetic import (
     POSITIVE_EVIDENCE_KINDS,
     TRAP_KINDS,
     generate_cohort,
+    patient_scenarios,
     write_cohort,
 )
 
@@ -204,6 +205,23 @@ def test_noise_flips_exactly_that_share_of_labels_and_nothing_else() -> None:
     a = clean.groupby("patient_id")["label"].first()
     b = noisy.groupby("patient_id")["label"].first()
     assert int((a != b).sum()) == 20
+
+
+def test_patient_scenarios_describe_the_generated_patients(cohort, per_patient) -> None:
+    _, evidence = cohort
+    sc = patient_scenarios(N, seed=7).set_index("patient_id")
+    assert list(sc.index) == list(per_patient.index)
+    assert sc["label"].equals(per_patient["label"].rename("label"))
+    assert set(sc.loc[sc["label"], "scenario"]) == {"ards"}
+    assert {"overload_mimic", "cardiogenic_edema", "late_bilateral"} <= set(sc.loc[~sc["label"], "scenario"])
+    # the trap evidence rows are exactly the trapped negatives' (positives list their evidence)
+    trap_rows = set(evidence.loc[evidence["kind"].isin(ARDS_TRAP_KINDS), "patient_id"])
+    assert trap_rows <= set(sc.index[sc["trapped"]])
+    mentions = set(evidence.loc[evidence["kind"] == "ards_mention", "patient_id"])
+    assert mentions <= set(sc.index[sc["mention"]])
+    noisy = patient_scenarios(N, seed=7, noise=0.1)
+    assert int((noisy["label"].to_numpy() != sc["label"].to_numpy()).sum()) == 40
+    assert noisy["scenario"].equals(sc["scenario"].reset_index(drop=True))
 
 
 @pytest.mark.parametrize("kwargs", [
