@@ -352,8 +352,10 @@ def quantized_autocast() -> Iterator[None]:
 @contextlib.contextmanager
 def ludwig_fixes() -> Iterator[None]:
     """The work-arounds for Ludwig 0.17.10 LLM training: adapter-only checkpoints (the 4-bit
-    reload crash), SDPA attention, compute-dtype autocast on quantized models and TF32 matmuls."""
-    with adapter_only_checkpoints(), sdpa_attention(), quantized_autocast(), tf32_matmuls(), vocab_without_holes():
+    reload crash), SDPA attention, compute-dtype autocast on quantized models, TF32 matmuls and
+    tokenizer vocabularies with id gaps."""
+    with (adapter_only_checkpoints(), sdpa_attention(), quantized_autocast(), tf32_matmuls(),
+          vocab_without_holes()):
         yield
 
 
@@ -364,8 +366,9 @@ def vocab_without_holes() -> Iterator[None]:
     Ludwig lists an HF tokenizer's vocabulary by id with ``None`` for an id that no token has;
     saving its training metadata (JSON with sorted keys) then fails with ``'<' not supported
     between instances of 'NoneType' and 'str'``. Gemma-3-270M converted from its GGUF by
-    transformers 5.17 has one such id. A gap becomes ``<unused-id-N>``, a string no text
-    tokenizes to, so ids and tokens are unchanged.
+    transformers 5.17 had one such id (that conversion is now refused for another reason,
+    :func:`ards_rag.models.check_tokenizer`; a local model folder can still have gaps). A gap
+    becomes ``<unused-id-N>``, a string no text tokenizes to, so ids and tokens are unchanged.
     """
     from ludwig.utils import strings_utils
 
