@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # Bumped when the conversion changes, so that stale cached folders are rebuilt.
 CONVERSION_VERSION = 2
 MARKER = "ards_rag_conversion.json"
-# A plain clinical sentence: a sub-word tokenizer needs about one token per 4-5 characters of it,
+# A plain clinical sentence: a sub-word tokenizer needs about one token per 4-6 characters of it,
 # a tokenizer that lost its merges one per character.
 TOKENIZER_PROBE = "Diffuse bilateral airspace opacities, consistent with acute respiratory distress syndrome."
 MAX_TOKENS_PER_CHAR = 0.5
@@ -230,16 +230,25 @@ def convert_gguf(gguf: str | Path, out_dir: str | Path, dtype: str = "bfloat16")
 
 
 def check_tokenizer(tokenizer: Any, source: str | Path) -> None:
-    """Raise ModelError when ``tokenizer`` splits plain text into characters.
+    """Raise ModelError when a tokenizer converted from a GGUF file lost tokens or merges.
 
-    On the lent GPU host, transformers 5.17 converted Gemma-3-270M's GGUF tokenizer so that the
-    139-character prompt template and the answer took 145 tokens instead of 36 (about one per
-    character: the merges were lost) and one token id had no token; the model fine-tuned through
-    it read a third of the text it should, in a tokenization it was never trained on
-    (BENCHMARKS.md, 2026-12-04). transformers 5.25 converts it correctly.
+    transformers 5.17 converts Gemma-3-270M's GGUF tokenizer with 262,143 tokens for 262,144 ids
+    and splits words into smaller pieces than the model was trained on ("bi la ter al" instead of
+    "bil ateral": 35 tokens instead of 14 for :data:`TOKENIZER_PROBE`); on the lent GPU host a
+    model fine-tuned through it read less than half the text it should (BENCHMARKS.md,
+    2026-12-04). transformers 5.25 converts it correctly. Refused here: ids with no token, and a
+    tokenizer that needs more than one token per two characters of a plain sentence.
     """
     import transformers
 
+    ids = set(tokenizer.get_vocab().values())
+    missing = max(ids) + 1 - len(ids) if ids else 0
+    if missing:
+        raise ModelError(
+            f"{source}: transformers {transformers.__version__} converted the tokenizer with {missing} "
+            f"of ids 0-{max(ids)} missing, so it splits text unlike the model's own tokenizer; install a "
+            "newer transformers (5.25 converts it correctly) and run again"
+        )
     n = len(tokenizer.encode(TOKENIZER_PROBE, add_special_tokens=False))
     if n > MAX_TOKENS_PER_CHAR * len(TOKENIZER_PROBE):
         raise ModelError(

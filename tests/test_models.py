@@ -11,7 +11,14 @@ import pytest
 
 from ards_rag.config import resolve_config
 from ards_rag.errors import ModelError
-from ards_rag.models import MARKER, cache_root, check_tokenizer, load_tokenizer, resolve_base_model
+from ards_rag.models import (
+    MARKER,
+    TOKENIZER_PROBE,
+    cache_root,
+    check_tokenizer,
+    load_tokenizer,
+    resolve_base_model,
+)
 
 
 def test_local_folder_resolves_to_its_absolute_path(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,17 +113,23 @@ def test_packaged_gemma_converts_trains_and_scores(tmp_path: Path, small_index_d
     assert ((p > 0) & (p < 1)).all()
 
 
-def test_a_converted_tokenizer_that_splits_text_into_characters_is_refused() -> None:
-    """What transformers 5.17 made of Gemma-3-270M's GGUF tokenizer: no merges, one token per
-    character. The packaged SmolLM2 tokenizer passes the same check."""
+def test_a_converted_tokenizer_that_lost_tokens_or_merges_is_refused() -> None:
+    """What transformers 5.17 made of Gemma-3-270M's GGUF tokenizer: an id with no token (and
+    words split finer); and a tokenizer with no merges at all. The packaged SmolLM2 tokenizer
+    passes the same check."""
     import string
 
     from tokenizers import Tokenizer
-    from tokenizers.models import BPE
+    from tokenizers.models import BPE, WordLevel
     from transformers import PreTrainedTokenizerFast
 
     chars = {c: i for i, c in enumerate(["<unk>"] + list(string.printable))}
     no_merges = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(BPE(chars, [], unk_token="<unk>")))
     with pytest.raises(ModelError, match=r"splits text into characters \(\d+ tokens for a \d+-character"):
         check_tokenizer(no_merges, "model.gguf")
+    words = {w: i for i, w in enumerate(["<unk>", *TOKENIZER_PROBE.replace(",", "").rstrip(".").split()])}
+    words["opacities,"] = len(words) + 1  # id len(words) has no token
+    gap = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel(words, unk_token="<unk>")))
+    with pytest.raises(ModelError, match=r"model.gguf: transformers .* with 1 of ids 0-\d+ missing"):
+        check_tokenizer(gap, "model.gguf")
     check_tokenizer(load_tokenizer({"ludwig": {"base_model": "smollm2-135m"}}), "smollm2")
