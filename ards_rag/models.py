@@ -29,7 +29,8 @@ from .fsutil import atomic_dir
 logger = logging.getLogger(__name__)
 
 # Bumped when the conversion changes, so that stale cached folders are rebuilt.
-CONVERSION_VERSION = 2
+# 3: check_tokenizer (folders converted before it may hold a broken tokenizer).
+CONVERSION_VERSION = 3
 MARKER = "ards_rag_conversion.json"
 # A plain clinical sentence: a sub-word tokenizer needs about one token per 4-6 characters of it,
 # a tokenizer that lost its merges one per character.
@@ -162,8 +163,6 @@ def _packaged_folder(model: PackagedModel) -> Path:
     version = importlib.metadata.version(model.distribution)
     marker = {
         "conversion_version": CONVERSION_VERSION,
-        # a folder converted by another transformers (whose GGUF tokenizer may differ) is redone
-        "transformers_version": importlib.metadata.version("transformers"),
         "distribution": model.distribution,
         "distribution_version": version,
         "gguf_file": gguf.name,
