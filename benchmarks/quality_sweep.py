@@ -103,6 +103,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # overload that clears): timing a small model cannot work out from dates
     "full_dxq_p2048_e2_day": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
         "retrieval": {"day_in_header": True}}},
+    # max fusion and day headers at 2,048 tokens: the context ceilings that the 400-patient
+    # cross-validation put near TF-IDF + LR on all notes (BENCHMARKS.md, "2,048-token contexts
+    # for the hard negatives")
+    "dxq_prompt2048_day": {"llm": False, "config": "smollm2-full-2048.yaml", "overrides": {
+        "retrieval": {"day_in_header": True}}},
+    "dxq_prompt2048_max": {"llm": False, "config": "smollm2-full-2048.yaml", "overrides": {
+        "retrieval": {"fusion": "max"}}},
+    "dxq_prompt2048_max_day": {"llm": False, "config": "smollm2-full-2048.yaml", "overrides": {
+        "retrieval": {"fusion": "max", "day_in_header": True}}},
+    "full_dxq_p2048_e2_max_day": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
+        "retrieval": {"fusion": "max", "day_in_header": True}}},
     # context layout (retrieval.compact, retrieval.day_in_header)
     "compact": {"llm": False, "overrides": {"retrieval": {"compact": True}}},
     "day": {"llm": False, "overrides": {"retrieval": {"day_in_header": True}}},
