@@ -26,10 +26,12 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from ranker_ceiling import labeled_patients, out_of_fold  # noqa: E402  (same folder)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "shipped": {},
@@ -61,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import f1_score, roc_auc_score
     from sklearn.model_selection import StratifiedKFold
 
-    from ards_rag.baselines import tfidf_lr
     from ards_rag.config import resolve_config
     from ards_rag.index import NotesIndex
     from ards_rag.models import load_tokenizer
@@ -69,20 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     from ards_rag.synthetic import patient_scenarios
 
     index = NotesIndex.load(args.index)
-    lab = index.labels()
-    lab = lab[lab["label"].notna()]
-    pids = lab["patient_id"].astype(str).tolist()
-    y = lab["label"].astype(bool).astype(int).to_numpy()
+    pids, y = labeled_patients(index)
     scenario = patient_scenarios(args.patients, args.seed, prevalence=args.prevalence).set_index("patient_id")
     if not set(pids) <= set(scenario.index):
         ap.error("the index holds patients that this cohort does not: check --patients and --seed")
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(pids, y))
-
-    def out_of_fold(texts: dict[str, str]) -> np.ndarray:
-        out = np.zeros(len(pids))
-        for tr, te in folds:
-            out[te] = tfidf_lr([texts[pids[i]] for i in tr], y[tr], [texts[pids[i]] for i in te])
-        return out
 
     systems: dict[str, tuple[np.ndarray, int | None, float]] = {}
     for name in names:
@@ -90,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve_config(args.config, VARIANTS[name])
         retriever = Retriever(index, cfg, load_tokenizer(cfg))
         texts = {c.patient_id: c.text for c in retriever.iter_contexts(pids)}
-        systems[name] = (out_of_fold(texts), retriever.budget, time.perf_counter() - t0)
+        systems[name] = (out_of_fold(texts, pids, y, folds), retriever.budget, time.perf_counter() - t0)
     t0 = time.perf_counter()
-    systems["all_notes"] = (out_of_fold({p: "\n".join(index.patient_notes(p)["text"].astype(str)) for p in pids}),
-                            None, time.perf_counter() - t0)
+    notes_text = {p: "\n".join(index.patient_notes(p)["text"].astype(str)) for p in pids}
+    systems["all_notes"] = (out_of_fold(notes_text, pids, y, folds), None, time.perf_counter() - t0)
 
     errors = pd.DataFrame({"scenario": scenario.loc[pids, "scenario"].to_numpy(), "patients": 1})
     summary: dict[str, Any] = {}

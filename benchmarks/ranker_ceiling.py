@@ -90,6 +90,24 @@ def lexical_scorer(texts: list[str], y: np.ndarray) -> Callable[[list[str]], np.
     return lambda passages: np.asarray(vec.transform(passages) @ w).ravel()
 
 
+def labeled_patients(index: Any) -> tuple[list[str], np.ndarray]:
+    """The index's labeled patient ids and their labels (1 = ARDS), in index order."""
+    lab = index.labels()
+    lab = lab[lab["label"].notna()]
+    return lab["patient_id"].astype(str).tolist(), lab["label"].astype(bool).astype(int).to_numpy()
+
+
+def out_of_fold(texts: dict[str, str], pids: list[str], y: np.ndarray,
+                folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """TF-IDF + LR scores of each patient's text, fitted on the other folds."""
+    from ards_rag.baselines import tfidf_lr
+
+    out = np.zeros(len(pids))
+    for tr, te in folds:
+        out[te] = tfidf_lr([texts[pids[i]] for i in tr], y[tr], [texts[pids[i]] for i in te])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--index", required=True, help="an index folder with labeled patients")
@@ -113,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from ards_rag.retrieval import Retriever, select_passages, truncate_context
 
     index = NotesIndex.load(args.index)
-    lab = index.labels()
-    lab = lab[lab["label"].notna()]
-    pids = lab["patient_id"].astype(str).tolist()
-    y = lab["label"].astype(bool).astype(int).to_numpy()
+    pids, y = labeled_patients(index)
     label_of = dict(zip(pids, y.tolist(), strict=True))
     rows = {p: index.patient_rows(p) for p in pids}
     notes_text = {p: "\n".join(index.patient_notes(p)["text"].astype(str)) for p in pids}
@@ -188,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             report(prompt, name, out, time.perf_counter() - t0, retriever.budget)
 
     t0 = time.perf_counter()
-    out = np.zeros(len(pids))
-    for tr, te in folds:
-        out[te] = tfidf_lr([notes_text[pids[i]] for i in tr], y[tr], [notes_text[pids[i]] for i in te])
-    report(0, "all_notes", out, time.perf_counter() - t0, None)
+    report(0, "all_notes", out_of_fold(notes_text, pids, y, folds), time.perf_counter() - t0, None)
     return 0
 
 
