@@ -8,7 +8,7 @@
 For each variant (config overrides over ``--config``), every labeled patient's context is built
 as ``ards-rag train`` builds it, and TF-IDF + logistic regression (``baselines.tfidf_lr``) is
 fitted on the training folds' contexts and scores the held-out fold (5-fold, stratified, seed
-0); ``all_notes`` does the same on every note. Each system is cut at its best out-of-fold F1;
+0); ``all_notes`` does the same on every note. Each system is cut at its best out-of-fold F1 (``evaluation.best_f1_threshold``);
 errors are counted per generator scenario (``synthetic.patient_scenarios`` with the cohort's
 ``--patients``/``--seed``). A context that leaves, say, fluid-overload mimics undecidable for
 TF-IDF + LR will leave them so for an LLM trained on it. Prints a table and one JSON line.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from ranker_ceiling import labeled_patients, out_of_fold  # noqa: E402  (same folder)
+from ranker_ceiling import all_notes_text, labeled_patients, out_of_fold  # noqa: E402  (same folder)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "shipped": {},
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.model_selection import StratifiedKFold
 
     from ards_rag.config import resolve_config
+    from ards_rag.evaluation import best_f1_threshold
     from ards_rag.index import NotesIndex
     from ards_rag.models import load_tokenizer
     from ards_rag.retrieval import Retriever
@@ -84,13 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         texts = {c.patient_id: c.text for c in retriever.iter_contexts(pids)}
         systems[name] = (out_of_fold(texts, pids, y, folds), retriever.budget, time.perf_counter() - t0)
     t0 = time.perf_counter()
-    notes_text = {p: "\n".join(index.patient_notes(p)["text"].astype(str)) for p in pids}
-    systems["all_notes"] = (out_of_fold(notes_text, pids, y, folds), None, time.perf_counter() - t0)
+    systems["all_notes"] = (out_of_fold(all_notes_text(index, pids), pids, y, folds), None,
+                            time.perf_counter() - t0)
 
     errors = pd.DataFrame({"scenario": scenario.loc[pids, "scenario"].to_numpy(), "patients": 1})
     summary: dict[str, Any] = {}
     for name, (scores, budget, seconds) in systems.items():
-        cut = max(np.unique(scores), key=lambda t: f1_score(y, scores >= t))
+        cut = best_f1_threshold(y, scores)  # the evaluation's rule: smallest cut of maximal F1
         wrong = (scores >= cut) != y
         errors[name] = wrong.astype(int)
         summary[name] = {"context_budget": budget, "auroc": round(float(roc_auc_score(y, scores)), 4),

@@ -97,6 +97,11 @@ def labeled_patients(index: Any) -> tuple[list[str], np.ndarray]:
     return lab["patient_id"].astype(str).tolist(), lab["label"].astype(bool).astype(int).to_numpy()
 
 
+def all_notes_text(index: Any, pids: list[str]) -> dict[str, str]:
+    """Each patient's notes joined, the text TF-IDF + LR on all notes reads."""
+    return {p: "\n".join(index.patient_notes(p)["text"].astype(str)) for p in pids}
+
+
 def out_of_fold(texts: dict[str, str], pids: list[str], y: np.ndarray,
                 folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """TF-IDF + LR scores of each patient's text, fitted on the other folds."""
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     pids, y = labeled_patients(index)
     label_of = dict(zip(pids, y.tolist(), strict=True))
     rows = {p: index.patient_rows(p) for p in pids}
-    notes_text = {p: "\n".join(index.patient_notes(p)["text"].astype(str)) for p in pids}
+    notes_text = all_notes_text(index, pids)
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(pids, y))
 
     def report(prompt: int, name: str, scores: np.ndarray, seconds: float, budget: int | None) -> None:
