@@ -14,8 +14,9 @@ the variant names in ``config``):
 - ``llm`` (variants marked ``llm: true``): ``training.train`` + ``evaluation.Evaluator`` on the
   test split, exactly as ``ards-rag train`` / ``ards-rag evaluate`` do.
 
-Every variant uses the same patient-level split (``split`` settings and ``seed``), so the rows
-are comparable. One JSON object per variant is printed and appended to ``WORKDIR/sweep.jsonl``;
+Every variant uses the patient-level split of its own config (``split`` settings and ``seed``;
+``--seed`` unless a variant overrides ``seed``), as training does, so rows with one seed are
+comparable. One JSON object per variant is printed and appended to ``WORKDIR/sweep.jsonl``;
 finished LLM runs (``WORKDIR/runs/NAME``) are reused, so an interrupted sweep resumes.
 """
 
@@ -114,6 +115,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "retrieval": {"fusion": "max", "day_in_header": True}}},
     "full_dxq_p2048_e2_max_day": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
         "retrieval": {"fusion": "max", "day_in_header": True}}},
+    # the same two recipes on more patient-level splits (config seeds 7 and 11)
+    "full_dxq_p2048_e2_max_day_seed7": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
+        "seed": 7, "retrieval": {"fusion": "max", "day_in_header": True}}},
+    "full_dxq_p2048_e2_seed11": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {"seed": 11}},
+    "full_dxq_p2048_e2_max_day_seed11": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
+        "seed": 11, "retrieval": {"fusion": "max", "day_in_header": True}}},
     # context layout (retrieval.compact, retrieval.day_in_header)
     "compact": {"llm": False, "overrides": {"retrieval": {"compact": True}}},
     "day": {"llm": False, "overrides": {"retrieval": {"day_in_header": True}}},
@@ -206,10 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     labels = labels[labels["label"].notna()].copy()
     labels["label"] = labels["label"].astype(bool)
     labels["patient_id"] = labels["patient_id"].astype(str)
-    split_cfg = base_cfg.get("split") or {}
-    split = stratified_split(labels[["patient_id", "label"]], float(split_cfg.get("validation", 0.15)),
-                             float(split_cfg.get("test", 0.15)), int(base_cfg.get("seed", 42)))
-
     out_path = work / "sweep.jsonl"
     for name, spec in variants.items():
         over = expand(spec.get("overrides") or {}, base_cfg["retrieval"]["queries"])
@@ -218,8 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         train_llm = bool(spec.get("llm")) and not args.no_llm
         if args.no_ceiling and not train_llm:
             continue
+        split_cfg = cfg.get("split") or {}
+        split = stratified_split(labels[["patient_id", "label"]], float(split_cfg.get("validation", 0.15)),
+                                 float(split_cfg.get("test", 0.15)), int(cfg.get("seed", 42)))
         row: dict[str, Any] = {"variant": name, "overrides": over, "patients": len(labels),
-                               "seed": args.seed, "test_patients": int((split["split"] == "test").sum())}
+                               "seed": args.seed, "split_seed": int(cfg.get("seed", 42)),
+                               "test_patients": int((split["split"] == "test").sum())}
         if not args.no_ceiling:
             t = time.perf_counter()
             row["context_tfidf_lr"] = context_ceiling(index, cfg, split)
