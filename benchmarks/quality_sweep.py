@@ -121,6 +121,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "full_dxq_p2048_e2_seed11": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {"seed": 11}},
     "full_dxq_p2048_e2_max_day_seed11": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
         "seed": 11, "retrieval": {"fusion": "max", "day_in_header": True}}},
+    # their context ceilings on those splits
+    "dxq_prompt2048_seed7": {"llm": False, "config": "smollm2-full-2048.yaml", "overrides": {"seed": 7}},
+    "dxq_prompt2048_max_day_seed7": {"llm": False, "config": "smollm2-full-2048.yaml", "overrides": {
+        "seed": 7, "retrieval": {"fusion": "max", "day_in_header": True}}},
+    "dxq_prompt2048_seed11": {"llm": False, "config": "smollm2-full-2048.yaml", "overrides": {"seed": 11}},
+    "dxq_prompt2048_max_day_seed11": {"llm": False, "config": "smollm2-full-2048.yaml", "overrides": {
+        "seed": 11, "retrieval": {"fusion": "max", "day_in_header": True}}},
     # context layout (retrieval.compact, retrieval.day_in_header)
     "compact": {"llm": False, "overrides": {"retrieval": {"compact": True}}},
     "day": {"llm": False, "overrides": {"retrieval": {"day_in_header": True}}},
