@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs quality_sweep.py variants side by side on the lent GPU machine, after the set-up calls of
+# scripts/gpu_carry.sh. Start it detached from a copy of the repository, so that it outlives the
+# device call that starts it:
+#
+#   cp -r . /tmp/repo && cd /tmp/repo && (setsid nohup bash scripts/gpu_sweep.sh VARIANT... \
+#       > /tmp/gpu_sweep.log 2>&1 < /dev/null &)
+#
+# and poll with calls shorter than the machine's idle release (30 s between calls), each one
+# copying what has finished back:  sleep 100; bash scripts/gpu_sweep.sh --collect "$OUT"
+# A lent machine can be taken back at any moment: a run's figures are safe only once collected.
+#
+# The cohort and index are built once (WORKDIR/index), the packaged model is converted once, then
+# every VARIANT trains in its own process on the one GPU (expandable segments: about 24 GiB each
+# for SmolLM2-135M at 2,048 tokens, so three fit on an H200; they share its compute).
+# Environment: PATIENTS (2000), SEED (0), WORKDIR (/tmp/sw), SITE (/tmp/site, the carried wheels),
+# DEVICE (cuda: the embedder's; the LLM trains on a GPU whenever one is visible).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PATIENTS=${PATIENTS:-2000}
+SEED=${SEED:-0}
+WORKDIR=${WORKDIR:-/tmp/sw}
+SITE=${SITE:-/tmp/site}
+DEVICE=${DEVICE:-cuda}
+export PYTHONPATH=$SITE:$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+
+if [ "${1:-}" = "--collect" ]; then
+  dest=${2:?usage: gpu_sweep.sh --collect DEST}
+  mkdir -p "$dest"
+  [ -f "$WORKDIR/sweep.jsonl" ] && cp "$WORKDIR/sweep.jsonl" "$dest/"
+  for run in "$WORKDIR"/runs/*/; do
+    [ -f "$run/metrics.json" ] || continue
+    name=$(basename "$run"); mkdir -p "$dest/$name"
+    cp "$run"/*.json "$run"/*.csv "$dest/$name/" 2>/dev/null
+  done
+  cp "$WORKDIR"/logs/*.log "$dest/" 2>/dev/null
+  command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
+  ls "$WORKDIR/runs" 2>/dev/null
+  exit 0
+fi
+[ $# -gt 0 ] || { echo "usage: gpu_sweep.sh VARIANT... | --collect DEST" >&2; exit 2; }
+
+sweep=(python benchmarks/quality_sweep.py --patients "$PATIENTS" --seed "$SEED" --workdir "$WORKDIR"
+       --device "$DEVICE" --no-ceiling)
+mkdir -p "$WORKDIR/logs"
+echo "$(date +%T) cohort + index"
+"${sweep[@]}" --no-llm > "$WORKDIR/logs/index.log" 2>&1 || { echo "index failed"; exit 1; }
+# one conversion before the parallel runs, which would otherwise all convert at once
+python -c "from ards_rag.models import resolve_base_model as r; r('smollm2-135m')" \
+  > "$WORKDIR/logs/convert.log" 2>&1 || { echo "conversion failed"; exit 1; }
+for v in "$@"; do
+  echo "$(date +%T) start $v"
+  "${sweep[@]}" --only "$v" > "$WORKDIR/logs/$v.log" 2>&1 &
+done
+wait
+echo "$(date +%T) done"
