@@ -18,6 +18,7 @@
 #   mkdir -p /tmp/hf && tar -C /tmp/hf -xzf .cg/5/hf.tgz
 #   PYTHONPATH=/tmp/hf:/tmp/site:$PWD python -c "from ards_rag.models import resolve_base_model as r; r('gemma3-270m')"
 #
+# Then start the measurements with scripts/gpu_sweep.sh (detached) and poll with its --collect.
 # The machine is given back 30 s after a call: issue the calls back to back. The MiniLM weights
 # travel in float16, the precision the GPU embedder computes in (embedder.dtype auto).
 set -euo pipefail
