@@ -131,7 +131,11 @@ notes_options = [
     ),
     click.option("--patient-column", default=None, help="Column holding the patient id."),
     click.option("--text-column", default=None, help="Column holding the note text."),
-    click.option("--label-column", default=None, help="Column holding the true/false label."),
+    click.option("--label-column", default=None,
+                 help="Column holding the true/false label (of the --labels file, if given)."),
+    click.option("--labels", "labels_path", default=None, type=click.Path(dir_okay=False),
+                 help="Separate labels file (CSV/Parquet/JSONL) with the notes' patient id "
+                      "column and a label column, e.g. a MIMIC-IV cohort's subject_id, ards."),
     click.option(
         "--allow-pickle",
         is_flag=True,
@@ -150,6 +154,7 @@ def with_notes_options(func: F) -> F:
             "patient_column": kwargs.pop("patient_column"),
             "text_column": kwargs.pop("text_column"),
             "label_column": kwargs.pop("label_column"),
+            "labels": kwargs.pop("labels_path"),
             "allow_pickle": kwargs.pop("allow_pickle"),
         }
         return func(*args, **kwargs)

@@ -159,7 +159,8 @@ def build_index(
     named in ``cfg`` (already loaded). The folder is replaced atomically.
     """
     return _build(table.notes, table.labels, getattr(table, "source", None), index_dir, cfg,
-                  progress=progress, embedder=embedder, merge=False)
+                  progress=progress, embedder=embedder, merge=False,
+                  labels_source=getattr(table, "labels_source", None))
 
 
 def update_index(
@@ -196,7 +197,7 @@ def update_index(
     )
     source = getattr(table, "source", None)
     return _build(notes, labels, source, index_dir, cfg, progress=progress, embedder=embedder,
-                  merge=True, previous=old)
+                  merge=True, previous=old, labels_source=getattr(table, "labels_source", None))
 
 
 def _normalize_notes(notes: pd.DataFrame) -> pd.DataFrame:
@@ -232,6 +233,7 @@ def _build(
     embedder: Embedder | None,
     merge: bool,
     previous: NotesIndex | None = None,
+    labels_source: Any = None,
 ) -> IndexReport:
     import faiss
 
@@ -329,7 +331,7 @@ def _build(
             index.add(vectors)
         del vectors
         faiss_write = io.submit(_timed, faiss.write_index, index, str(tmp / INDEX_FILE))
-        src_info = _source_info(source, notes)
+        src_info = _source_info(source, notes, labels_source)
         counts = {
             "patients": len(patients),
             "notes": len(notes),
@@ -481,10 +483,12 @@ def _patients_table(notes: pd.DataFrame, passages: pd.DataFrame, labels: pd.Data
     return out
 
 
-def _source_info(source: Any, notes: pd.DataFrame) -> dict[str, Any]:
+def _source_info(source: Any, notes: pd.DataFrame, labels_source: Any = None) -> dict[str, Any]:
     info: dict[str, Any] = {"path": None, "sha256": None}
     if source is not None and Path(source).is_file():
         info = {"path": str(source), "sha256": file_sha256(source)}
+    if labels_source is not None and Path(labels_source).is_file():
+        info["labels"] = {"path": str(labels_source), "sha256": file_sha256(labels_source)}
     h = hashlib.sha256()
     for nid, nh in zip(notes["note_id"], notes["note_hash"], strict=True):
         h.update(f"{nid}\t{nh}\n".encode())

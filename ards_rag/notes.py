@@ -12,6 +12,11 @@ Two layouts are understood:
 Files are read in chunks of ``chunksize`` rows and only the needed columns are kept, so a
 2.5 GB radiology table fits comfortably in 24 GiB (see ``benchmarks/ingest_memory.py``).
 
+Labels may come in a separate file (``labels=``, e.g. a MIMIC-IV cohort's ``subject_id, ards``):
+one row per patient (or several that agree), joined to the notes on the notes' patient id column,
+which the labels file must have under the same name. Notes patients it does not list are
+unlabeled; its patients without notes are counted and ignored.
+
 Row numbers in error messages: for CSV, Parquet and pickles they are 1-based *data* rows (the
 header line is not counted, so data row 1 is the first row under the header); for JSONL they are
 1-based line numbers of the file. Each message says which.
@@ -115,6 +120,8 @@ class NotesSummary:
     note_ids_derived: int
     patients_without_notes: int = 0
     columns: dict[str, str] = field(default_factory=dict)
+    labels_source: str | None = None  # the separate labels file, if one was given
+    labeled_without_notes: int = 0  # its labeled patients that have no note (ignored)
 
     @property
     def unlabeled(self) -> int:
@@ -137,6 +144,11 @@ class NotesSummary:
             skipped.append(f"{self.note_ids_derived:,} note ids derived")
         if self.patients_without_notes:
             skipped.append(f"{self.patients_without_notes:,} patients without any note ignored")
+        if self.labels_source is not None:
+            lines[1] += f" (from {Path(self.labels_source).name})"
+            if self.labeled_without_notes:
+                skipped.append(f"{self.labeled_without_notes:,} labeled patients of "
+                               f"{Path(self.labels_source).name} without notes ignored")
         lines.append(", ".join(skipped))
         return "\n".join(lines)
 
@@ -144,7 +156,8 @@ class NotesSummary:
 @dataclass
 class NotesTable:
     """The loaded notes: ``notes`` (one row per non-empty note), ``labels`` (one row per patient),
-    ``summary`` (counts) and ``source`` (the file read).
+    ``summary`` (counts), ``source`` (the file read) and ``labels_source`` (the separate labels
+    file, if any).
 
     ``notes`` columns: ``patient_id: str, note_id: str, note_seq: int (0-based order within the
     patient), charttime: str ("YYYY-MM-DD HH:MM:SS" or empty), note_type: str (or empty),
@@ -156,6 +169,7 @@ class NotesTable:
     labels: pd.DataFrame
     summary: NotesSummary
     source: Path
+    labels_source: Path | None = None
 
 
 # --- labels --------------------------------------------------------------------------------
@@ -831,7 +845,8 @@ def _reorder(chunks: list[Any], order: np.ndarray, block_rows: int = REORDER_BLO
     return pa.chunked_array(out, type=pa.large_string())
 
 
-def _assemble(src: _Source, col: _Collector, layout: str) -> NotesTable:
+def _assemble(src: _Source, col: _Collector, layout: str, external: pd.DataFrame | None = None,
+              labels_src: _Source | None = None) -> NotesTable:
     path = src.path
     if col.rows_read == 0:
         raise InputError(f"{path}: the file has no data rows (only a header); nothing to load")
@@ -882,6 +897,10 @@ def _assemble(src: _Source, col: _Collector, layout: str) -> NotesTable:
     df["note_seq"] = position
 
     labels, without_notes = _patient_labels(src, col, df["patient_id"])
+    labeled_without_notes = 0
+    if external is not None and labels_src is not None:
+        labels, labeled_without_notes = _join_labels(labels, external, src, labels_src,
+                                                     col.cols["patient_id"])
     notes = df[NOTES_COLUMNS]
     summary = NotesSummary(
         source=str(path),
@@ -897,8 +916,27 @@ def _assemble(src: _Source, col: _Collector, layout: str) -> NotesTable:
         note_ids_derived=derived,
         patients_without_notes=without_notes,
         columns=dict(col.cols),
+        labels_source=str(labels_src.path) if labels_src is not None else None,
+        labeled_without_notes=labeled_without_notes,
     )
-    return NotesTable(notes=notes, labels=labels, summary=summary, source=path)
+    return NotesTable(notes=notes, labels=labels, summary=summary, source=path,
+                      labels_source=labels_src.path if labels_src is not None else None)
+
+
+def _join_labels(labels: pd.DataFrame, external: pd.DataFrame, src: _Source, labels_src: _Source,
+                 patient_column: str) -> tuple[pd.DataFrame, int]:
+    """The notes' patients labeled from ``external``; also how many labeled ids have no notes."""
+    known = external.set_index("patient_id")["label"]
+    matched = labels["patient_id"].isin(known.index)
+    if len(known) and not matched.any():
+        raise InputError(
+            f"{labels_src.path}: none of its {len(known):,} labeled patients has notes in "
+            f"{src.path} (joined on {patient_column!r}; e.g. {known.index[0]!r} in the labels, "
+            f"{labels['patient_id'].iloc[0]!r} in the notes); both files must use the same patient ids"
+        )
+    out = labels[["patient_id"]].copy()
+    out["label"] = out["patient_id"].map(known).astype("boolean")
+    return out, int(len(known) - matched.sum())
 
 
 def _drop_duplicates(src: _Source, df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -988,6 +1026,7 @@ def load_notes(
     patient_column: str | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
+    labels: str | Path | None = None,
     allow_pickle: bool = False,
     chunksize: int = DEFAULT_CHUNKSIZE,
 ) -> NotesTable:
@@ -998,41 +1037,43 @@ def load_notes(
     first chunk start with ``Note 1:``. ``patient_column``/``text_column``/``label_column``
     name columns explicitly (default: the first of ``patient_id, subject_id, hadm_id``; of
     ``text, note_text, notes, note``; of ``label, ards, has_ards, is_ards, ards_label``, matched
-    case-insensitively). ``allow_pickle``: read ``.pkl``/``.pickle`` (unpickling runs code from
-    the file). ``chunksize``: rows read at a time.
+    case-insensitively). ``labels``: a separate labels file (any of the same formats) with the
+    notes' patient id column and a label column (``label_column`` then names that one); the notes
+    file must then have no label column of its own. ``allow_pickle``: read ``.pkl``/``.pickle``
+    (unpickling runs code from the file). ``chunksize``: rows read at a time.
 
     Raises :class:`~ards_rag.errors.InputError` (one line naming the file, row or column) for a
     missing, unreadable, empty or malformed file, a wrong encoding, missing columns, unparseable
-    or conflicting labels, and duplicate note ids with different text.
+    or conflicting labels, a labels file that shares no patient with the notes, and duplicate
+    note ids with different text.
     """
     p = Path(path)
     if fmt not in ("auto", "long", "patient"):
         raise InputError(f"unknown notes format {fmt!r}; use auto, long or patient")
     if chunksize < 1:
         raise InputError(f"chunksize must be at least 1 (got {chunksize})")
-    if not p.exists():
-        raise InputError(f"{p}: notes file not found; check the path")
-    if p.is_dir():
-        raise InputError(f"{p}: is a folder; pass the notes file itself")
-    try:
-        with open(p, "rb") as fh:
-            first = fh.read(1)
-    except OSError as exc:
-        raise InputError(f"{p}: cannot be read ({exc.strerror or _first_line(exc)})") from None
-    kind = _file_format(p)
-    if kind == "pickle" and not allow_pickle:
-        raise InputError(
-            f"{p}: pickle files are refused by default because unpickling runs code from the "
-            "file; pass --allow-pickle if you trust it (or convert it to Parquet/CSV)"
-        )
-    if not first:
-        raise InputError(f"{p}: the file is empty (0 bytes)")
-
-    src = _Source(p, kind, chunksize)
+    src = _open_source(p, "notes", allow_pickle, chunksize)
     columns = src.columns()
     if not columns:
         raise InputError(f"{p}: no columns found; expected a header with the note columns")
-    cols = _resolve_columns(p, columns, patient_column, text_column, label_column)
+    labels_src: _Source | None = None
+    if labels is not None:
+        # read before the notes, so that a bad labels file fails in seconds, not after the notes
+        labels_src = _open_source(Path(labels), "labels", allow_pickle, chunksize)
+        # --label-column then names the labels file's column; a label column in the notes too
+        # would leave two sources of truth
+        label_in_notes = _find(columns, ((label_column.strip().lower(),) if label_column else ())
+                               + LABEL_COLUMNS)
+        if label_in_notes is not None:
+            raise InputError(
+                f"{p}: has a label column {label_in_notes!r} and labels were also given in "
+                f"{labels_src.path}; use one of the two (or rename the notes column)"
+            )
+        cols = _resolve_columns(p, columns, patient_column, text_column, None)
+        external = _read_label_file(labels_src, cols["patient_id"], label_column)
+    else:
+        cols = _resolve_columns(p, columns, patient_column, text_column, label_column)
+        external = None
     usecols = list(dict.fromkeys(cols.values()))
     collector = _Collector(src, cols)
 
@@ -1060,4 +1101,86 @@ def load_notes(
     if layout == "auto":  # fewer than DETECT_TEXTS non-empty texts in the whole file
         layout = _detect(cols, [c[cols["text"]] for c in pending])
         feed(pending)
-    return _assemble(src, collector, layout)
+    return _assemble(src, collector, layout, external, labels_src)
+
+
+def _open_source(p: Path, what: str, allow_pickle: bool, chunksize: int) -> _Source:
+    """A readable, non-empty file of a known format (pickles only with ``allow_pickle``)."""
+    if not p.exists():
+        raise InputError(f"{p}: {what} file not found; check the path")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder; pass the {what} file itself")
+    try:
+        with open(p, "rb") as fh:
+            first = fh.read(1)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot be read ({exc.strerror or _first_line(exc)})") from None
+    kind = _file_format(p)
+    if kind == "pickle" and not allow_pickle:
+        raise InputError(
+            f"{p}: pickle files are refused by default because unpickling runs code from the "
+            "file; pass --allow-pickle if you trust it (or convert it to Parquet/CSV)"
+        )
+    if not first:
+        raise InputError(f"{p}: the file is empty (0 bytes)")
+    return _Source(p, kind, chunksize)
+
+
+def _read_label_file(src: _Source, patient_column: str, label_column: str | None) -> pd.DataFrame:
+    """``patient_id, label`` (one row per labeled patient) from a separate labels file.
+
+    The file must have the notes' patient id column (same name, any case) and a label column
+    (``label_column``, else the first of :data:`LABEL_COLUMNS`). Empty labels are skipped; a
+    patient listed twice must have one label.
+    """
+    p = src.path
+    columns = src.columns()
+    if not columns:
+        raise InputError(f"{p}: no columns found; expected a header with a patient id and a label")
+    pid_col = _find(columns, (patient_column.strip().lower(),))
+    if pid_col is None:
+        raise InputError(
+            f"{p}: no column {patient_column!r}, the notes' patient id column; columns found: "
+            f"{', '.join(columns)}; the labels must use the same patient ids as the notes"
+        )
+    lab_col = _required(p, columns, label_column, LABEL_COLUMNS, "--label-column", "label")
+    if lab_col == pid_col:
+        raise InputError(f"{p}: column {lab_col!r} cannot be both the patient id and the label")
+    parts: list[pd.DataFrame] = []
+    rows_read = 0
+    for chunk in src.chunks([pid_col, lab_col]):
+        rows_read += len(chunk)
+        pid = _as_str(chunk[pid_col]).str.strip()
+        blank = (pid == "").to_numpy()
+        if blank.any():
+            raise InputError(
+                f"{p}: empty patient id in column {pid_col!r} at "
+                f"{src.row_phrase(chunk['_row'].to_numpy()[blank])}; every label needs a patient"
+            )
+        labels, bad = _parse_labels(chunk[lab_col])
+        if len(bad):
+            value = chunk[lab_col].iloc[int(bad[0])]
+            raise InputError(
+                f"{p}: label {str(value)[:40]!r} in column {lab_col!r} at "
+                f"{src.row_phrase(chunk['_row'].to_numpy()[bad])} (patient {pid.iloc[int(bad[0])]}) "
+                "is not a label; use true/false, yes/no, 1/0, or leave it empty for unlabeled"
+            )
+        keep = labels.notna().to_numpy()
+        parts.append(pd.DataFrame({"patient_id": pid[keep].to_numpy(),
+                                   "label": labels[keep].astype(bool).to_numpy(),
+                                   "_row": chunk["_row"].to_numpy()[keep]}))
+    if rows_read == 0:
+        raise InputError(f"{p}: the file has no data rows (only a header); no labels to read")
+    ev = pd.concat(parts, ignore_index=True)
+    agg = ev.groupby("patient_id", sort=True)["label"].agg(["min", "max"])
+    conflict = agg.index[agg["min"] != agg["max"]]
+    if len(conflict):
+        rows = ev.loc[ev["patient_id"] == conflict[0]]
+        more = f" ({len(conflict) - 1:,} more patients conflict)" if len(conflict) > 1 else ""
+        raise InputError(
+            f"{p}: patient {conflict[0]} has conflicting labels in column {lab_col!r}: true at "
+            f"{src.row_phrase(np.sort(rows.loc[rows['label'], '_row'].to_numpy()))}, false at "
+            f"{src.row_phrase(np.sort(rows.loc[~rows['label'], '_row'].to_numpy()))}{more}; "
+            "give each patient one label"
+        )
+    return pd.DataFrame({"patient_id": agg.index.astype("str"), "label": agg["min"].to_numpy(dtype=bool)})

@@ -260,3 +260,30 @@ def _ids_file(tmp_path: Path, ids: pd.Series) -> Path:
     path = tmp_path / "ids.txt"
     path.write_text("\n".join(ids) + "\n", encoding="utf-8")
     return path
+
+
+def test_index_with_a_separate_labels_file(tmp_path: Path) -> None:
+    notes = tmp_path / "radiology.csv"
+    pd.DataFrame({"subject_id": [1, 1, 2, 3], "note_id": ["n1", "n2", "n3", "n4"],
+                  "text": ["IMPRESSION: Diffuse bilateral opacities.", "Intubated.",
+                           "IMPRESSION: Clear lungs.", "IMPRESSION: Normal."]}).to_csv(notes, index=False)
+    labels = tmp_path / "cohort.csv"
+    pd.DataFrame({"subject_id": [1, 2], "ards": ["yes", "no"]}).to_csv(labels, index=False)
+    index = tmp_path / "index"
+    result = CliRunner().invoke(cli, ["index", str(notes), "--labels", str(labels), "--index", str(index)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "2 labeled (1 positive, 1 negative), 1 unlabeled (from cohort.csv)" in result.stderr
+    patients = pd.read_parquet(index / "patients.parquet")
+    got = dict(zip(patients["patient_id"], patients["label"], strict=True))
+    assert got["1"] == True and got["2"] == False and pd.isna(got["3"])  # noqa: E712
+    manifest = json.loads((index / "manifest.json").read_text())
+    assert manifest["source"]["labels"]["path"] == str(labels)
+    assert len(manifest["source"]["labels"]["sha256"]) == 64
+
+    labels.write_text("subject_id,ards\n7,yes\n")
+    code, out = invoke("index", str(notes), "--labels", str(labels), "--index", str(index))
+    assert code == 2
+    assert_one_line_error(out, "cohort.csv", "none of its 1 labeled patients has notes")
+    kept = pd.read_parquet(index / "patients.parquet").set_index("patient_id")["label"]
+    assert kept["1"] == True  # noqa: E712 - the previous index is intact

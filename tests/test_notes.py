@@ -586,3 +586,85 @@ def test_reorder_equals_take(block_rows: int) -> None:
     out = _reorder(chunks, order, block_rows=block_rows)
     assert out.to_pylist() == [values[i] for i in order]
     assert chunks == []  # the source chunks were released
+
+
+# --- a separate labels file ------------------------------------------------------------------
+
+
+def test_labels_file_joins_on_the_notes_patient_column(radiology_csv: Path, tmp_path: Path) -> None:
+    # MIMIC-IV cohorts keep labels apart from radiology.csv: subject_id, ards (any case, any
+    # order, a patient repeated with the same label, one patient without notes).
+    labels = tmp_path / "cohort.csv"
+    pd.DataFrame({"ARDS": ["yes", "no", "yes", ""], "Subject_ID": [10000032, 10000084, 10000032, 999]}
+                 ).to_csv(labels, index=False)
+    table = load_notes(radiology_csv, labels=labels)
+    got = dict(zip(table.labels["patient_id"], table.labels["label"], strict=True))
+    assert got == {"10000032": True, "10000084": False}
+    assert table.summary.labeled == 2 and table.summary.positives == 1
+    assert table.summary.labeled_without_notes == 0  # 999's label is empty: not a label
+    assert table.labels_source == labels and "cohort.csv" in table.summary.describe()
+
+    pd.DataFrame({"subject_id": [10000032, 5, 6], "label": [1, 0, 1]}).to_csv(labels, index=False)
+    table = load_notes(radiology_csv, labels=labels)
+    got = dict(zip(table.labels["patient_id"], table.labels["label"], strict=True))
+    assert got["10000032"] == True and pd.isna(got["10000084"])  # noqa: E712 - unlisted: unlabeled
+    assert table.summary.labeled_without_notes == 2
+    assert "2 labeled patients of cohort.csv without notes ignored" in table.summary.describe()
+    # the notes themselves are those of a load without labels
+    pd.testing.assert_frame_equal(table.notes, load_notes(radiology_csv).notes)
+
+
+def test_labels_file_with_hadm_id_and_a_named_label_column(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.parquet"
+    rows = [r for r in radiology_rows() if r["hadm_id"] != ""]
+    pd.DataFrame(rows, columns=RADIOLOGY_COLUMNS).astype({"hadm_id": "int64"}).to_parquet(notes)
+    labels = tmp_path / "l.jsonl"
+    labels.write_text('{"hadm_id": 22595853, "y": true, "ards": "junk"}\n'
+                      '{"hadm_id": 23052089, "y": false, "ards": "junk"}\n')
+    table = load_notes(notes, patient_column="hadm_id", labels=labels, label_column="y")
+    got = dict(zip(table.labels["patient_id"], table.labels["label"], strict=True))
+    assert got == {"22595853": True, "23052089": False}
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        ("hadm_id,ards\n22595853,yes\n", ["l.csv", "no column 'subject_id'", "hadm_id, ards"]),
+        ("subject_id,outcome\n10000032,yes\n", ["l.csv", "no label column", "outcome", "--label-column"]),
+        ("subject_id,ards\n10000032,maybe\n", ["l.csv", "'maybe'", "data row 1", "10000032"]),
+        ("subject_id,ards\n10000032,yes\n10000032,no\n",
+         ["l.csv", "patient 10000032 has conflicting labels", "data row 1", "data row 2"]),
+        ("subject_id,ards\n,yes\n", ["l.csv", "empty patient id", "data row 1"]),
+        ("subject_id,ards\n", ["l.csv", "no data rows"]),
+        ("subject_id,ards\n7,yes\n8,no\n",
+         ["l.csv", "none of its 2 labeled patients has notes", "radiology.csv", "'subject_id'"]),
+    ],
+)
+def test_bad_labels_files_name_file_row_and_column(
+    radiology_csv: Path, tmp_path: Path, content: str, fragments: list[str]
+) -> None:
+    labels = tmp_path / "l.csv"
+    labels.write_text(content)
+    with pytest.raises(InputError) as err:
+        load_notes(radiology_csv, labels=labels)
+    message = str(err.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_labels_in_both_files_or_a_missing_labels_file_are_refused(tmp_path: Path) -> None:
+    notes = tmp_path / "n.csv"
+    pd.DataFrame({"patient_id": ["1"], "text": ["Clear."], "label": ["true"]}).to_csv(notes, index=False)
+    labels = tmp_path / "l.csv"
+    pd.DataFrame({"patient_id": ["1"], "label": ["false"]}).to_csv(labels, index=False)
+    with pytest.raises(InputError, match=r"n\.csv: has a label column 'label' and labels were also given"):
+        load_notes(notes, labels=labels)
+    with pytest.raises(InputError, match=r"nope\.csv: labels file not found"):
+        load_notes(notes, labels=tmp_path / "nope.csv")
+    pickled = tmp_path / "l.pkl"
+    pd.DataFrame({"patient_id": ["1"], "label": [True]}).to_pickle(pickled)
+    notes.write_text("patient_id,text\n1,Clear.\n")
+    with pytest.raises(InputError, match="--allow-pickle"):
+        load_notes(notes, labels=pickled)
+    assert load_notes(notes, labels=pickled, allow_pickle=True).summary.positives == 1
