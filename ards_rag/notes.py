@@ -223,6 +223,39 @@ def _parse_labels(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return out, bad
 
 
+def _label_rows(src: _Source, chunk: pd.DataFrame, col: str, pid: pd.Series) -> pd.DataFrame:
+    """``patient_id, label, _row`` for the rows of ``chunk`` whose label in ``col`` is not empty;
+    an unparseable label is an InputError naming the file, rows and patient."""
+    labels, bad = _parse_labels(chunk[col])
+    if len(bad):
+        value = chunk[col].iloc[int(bad[0])]
+        raise InputError(
+            f"{src.path}: label {str(value)[:40]!r} in column {col!r} at "
+            f"{src.row_phrase(chunk['_row'].to_numpy()[bad])} (patient {pid.iloc[int(bad[0])]}) "
+            "is not a label; use true/false, yes/no, 1/0, or leave it empty for unlabeled"
+        )
+    keep = labels.notna().to_numpy()
+    return pd.DataFrame({"patient_id": pid[keep].to_numpy(), "label": labels[keep].astype(bool).to_numpy(),
+                         "_row": chunk["_row"].to_numpy()[keep]})
+
+
+def _one_label_per_patient(src: _Source, ev: pd.DataFrame, col: str) -> pd.Series:
+    """The label of each patient of ``ev`` (``patient_id, label, _row``), indexed by patient id;
+    a patient with both labels is an InputError naming the rows of each."""
+    agg = ev.groupby("patient_id", sort=True)["label"].agg(["min", "max"])
+    conflict = agg.index[agg["min"] != agg["max"]]
+    if len(conflict):
+        rows = ev.loc[ev["patient_id"] == conflict[0]]
+        pos = np.sort(rows.loc[rows["label"], "_row"].to_numpy())
+        neg = np.sort(rows.loc[~rows["label"], "_row"].to_numpy())
+        more = f" ({len(conflict) - 1:,} more patients conflict)" if len(conflict) > 1 else ""
+        raise InputError(
+            f"{src.path}: patient {conflict[0]} has conflicting labels in column {col!r}: true at "
+            f"{src.row_phrase(pos)}, false at {src.row_phrase(neg)}{more}; give each patient one label"
+        )
+    return agg["min"].astype(bool)
+
+
 # --- patient layout ------------------------------------------------------------------------
 
 
@@ -651,26 +684,9 @@ class _Collector:
         col = self.cols.get("label")
         if col is None:
             return
-        labels, bad = _parse_labels(chunk[col])
-        if len(bad):
-            rows = chunk["_row"].to_numpy()[bad]
-            value = chunk[col].iloc[int(bad[0])]
-            raise InputError(
-                f"{self.source.path}: label {str(value)[:40]!r} in column {col!r} at "
-                f"{self.source.row_phrase(rows)} (patient {pid.iloc[int(bad[0])]}) is not a label; "
-                "use true/false, yes/no, 1/0, or leave it empty for unlabeled"
-            )
-        keep = labels.notna().to_numpy()
-        if keep.any():
-            self.label_parts.append(
-                pd.DataFrame(
-                    {
-                        "patient_id": pid[keep].reset_index(drop=True),
-                        "label": labels[keep].astype(bool).to_numpy(),
-                        "_row": chunk["_row"].to_numpy()[keep],
-                    }
-                )
-            )
+        rows = _label_rows(self.source, chunk, col, pid)
+        if len(rows):
+            self.label_parts.append(rows)
 
     def add_long(self, chunk: pd.DataFrame) -> None:
         """Normalise one chunk of the long layout."""
@@ -964,22 +980,9 @@ def _patient_labels(
     patients = pd.Index(patient_ids.unique()).sort_values()
     label = pd.Series(pd.NA, index=patients, dtype="boolean")
     if col.label_parts:
-        ev = pd.concat(col.label_parts, ignore_index=True)
-        agg = ev.groupby("patient_id", sort=False)["label"].agg(["min", "max"])
-        conflict = agg.index[agg["min"] != agg["max"]]
-        if len(conflict):
-            p = conflict[0]
-            rows = ev.loc[ev["patient_id"] == p]
-            pos = np.sort(rows.loc[rows["label"], "_row"].to_numpy())
-            neg = np.sort(rows.loc[~rows["label"], "_row"].to_numpy())
-            more = f" ({len(conflict) - 1:,} more patients conflict)" if len(conflict) > 1 else ""
-            raise InputError(
-                f"{src.path}: patient {p} has conflicting labels in column "
-                f"{col.cols['label']!r}: true at {src.row_phrase(pos)}, false at "
-                f"{src.row_phrase(neg)}{more}; give each patient one label"
-            )
-        known = agg["min"].reindex(patients)
-        label = known.astype("boolean")
+        known = _one_label_per_patient(src, pd.concat(col.label_parts, ignore_index=True),
+                                       col.cols["label"])
+        label = known.reindex(patients).astype("boolean")
     n_all = pd.concat(col.all_patients).nunique() if col.all_patients else 0
     without = n_all - len(patients)
     labels = pd.DataFrame(
@@ -1157,30 +1160,8 @@ def _read_label_file(src: _Source, patient_column: str, label_column: str | None
                 f"{p}: empty patient id in column {pid_col!r} at "
                 f"{src.row_phrase(chunk['_row'].to_numpy()[blank])}; every label needs a patient"
             )
-        labels, bad = _parse_labels(chunk[lab_col])
-        if len(bad):
-            value = chunk[lab_col].iloc[int(bad[0])]
-            raise InputError(
-                f"{p}: label {str(value)[:40]!r} in column {lab_col!r} at "
-                f"{src.row_phrase(chunk['_row'].to_numpy()[bad])} (patient {pid.iloc[int(bad[0])]}) "
-                "is not a label; use true/false, yes/no, 1/0, or leave it empty for unlabeled"
-            )
-        keep = labels.notna().to_numpy()
-        parts.append(pd.DataFrame({"patient_id": pid[keep].to_numpy(),
-                                   "label": labels[keep].astype(bool).to_numpy(),
-                                   "_row": chunk["_row"].to_numpy()[keep]}))
+        parts.append(_label_rows(src, chunk, lab_col, pid))
     if rows_read == 0:
         raise InputError(f"{p}: the file has no data rows (only a header); no labels to read")
-    ev = pd.concat(parts, ignore_index=True)
-    agg = ev.groupby("patient_id", sort=True)["label"].agg(["min", "max"])
-    conflict = agg.index[agg["min"] != agg["max"]]
-    if len(conflict):
-        rows = ev.loc[ev["patient_id"] == conflict[0]]
-        more = f" ({len(conflict) - 1:,} more patients conflict)" if len(conflict) > 1 else ""
-        raise InputError(
-            f"{p}: patient {conflict[0]} has conflicting labels in column {lab_col!r}: true at "
-            f"{src.row_phrase(np.sort(rows.loc[rows['label'], '_row'].to_numpy()))}, false at "
-            f"{src.row_phrase(np.sort(rows.loc[~rows['label'], '_row'].to_numpy()))}{more}; "
-            "give each patient one label"
-        )
-    return pd.DataFrame({"patient_id": agg.index.astype("str"), "label": agg["min"].to_numpy(dtype=bool)})
+    known = _one_label_per_patient(src, pd.concat(parts, ignore_index=True), lab_col)
+    return pd.DataFrame({"patient_id": known.index.astype("str"), "label": known.to_numpy()})
