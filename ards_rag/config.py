@@ -75,6 +75,10 @@ DEFAULTS: Config = {
         "compact": False,
         "drop_sections": ["TECHNIQUE", "COMPARISON", "COMPARISONS"],
         "day_in_header": False,  # note headers give the day since the patient's first note, not the date
+        # training contexts per training patient: views after the first leave out each ranked
+        # passage with probability view_dropout (seeded), so repeated patients read other evidence
+        "train_views": 1,
+        "view_dropout": 0.3,
         # context-building processes (0: one per core, up to 16, from 64 patients and 4 cores)
         "workers": 0,
         # a local cross-encoder folder re-scores the `candidates` best passages; null: none

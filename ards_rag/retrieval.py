@@ -39,18 +39,26 @@ patient's first note in each header instead of the date (``[Note 3 | day 2 | Rad
 far apart the notes lie, which a small model cannot work out from dates, in 8 fewer tokens (a
 SmolLM2 token per digit). Dates stay in the evidence that ``retrieve`` and ``predict`` show.
 
+``retrieval.train_views`` (1 by default: unmeasured) gives each training patient more than one
+context: every view after the first is built as above with each passage left out of the ranking
+with probability ``retrieval.view_dropout``, seeded by the config seed, the view and the patient
+(:meth:`Retriever.view`). Oversampled patients then repeat with other evidence. Validation, test
+and ``predict`` always read the one full context.
+
 ``retrieval.strategy: truncate`` is the seed workflow instead: all of the patient's notes as
 ``Note 1: ... Note 2: ...``, cut to the same budget (head kept; ``truncate_tail`` keeps the end).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import multiprocessing
 import os
 import re
 import signal
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,6 +289,7 @@ def select_passages(
     compact: bool = False,
     drop_sections: Sequence[str] = DROP_SECTIONS,
     day_in_header: bool = False,
+    exclude: np.ndarray | None = None,
 ) -> tuple[str, list[dict[str, Any]], int, int]:
     """Pick passages by score within ``budget`` LLM tokens; returns ``(text, chosen, tokens, dups)``.
 
@@ -292,11 +301,14 @@ def select_passages(
     of one note are merged. A passage's cost is its text plus, for the first one of a note, the
     header and separator; the real count of the final text is checked and never exceeds ``budget``.
     ``compact``, ``drop_sections``, ``day_in_header``: see the module doc (``chosen`` keeps each
-    passage's own text either way).
+    passage's own text either way). ``exclude``: a mask of passages never chosen (a training
+    view); the day numbers still count from the patient's first note.
     """
     order = np.argsort(-scores, kind="stable")
     if min_score is not None:
         order = order[scores[order] >= min_score]
+    if exclude is not None:
+        order = order[~exclude[order]]
     seq = rows["note_seq"].to_numpy()
     start = rows["char_start"].to_numpy()
     end = rows["char_end"].to_numpy()
@@ -483,6 +495,8 @@ class Retriever:
             raise ConfigError("retrieval.drop_sections: give a list of section names, e.g. [TECHNIQUE, COMPARISON]")
         self.drop_sections = tuple(drop)
         self.day_in_header = bool(sec.get("day_in_header", False))
+        self.view_dropout = 0.0  # set by view(): the share of passages a training view leaves out
+        self.view_seed: tuple[int, ...] = ()
         workers = sec.get("workers", 0)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ConfigError(f"retrieval.workers must be an integer >= 0 (0: automatic), got {workers!r}")
@@ -527,11 +541,30 @@ class Retriever:
         vectors = self.index.vectors[first : first + n]
         if self.reranker is not None and n:
             fused = self._rerank(rows, fused)
+        exclude = None
+        if self.view_dropout > 0 and n:
+            rng = np.random.default_rng([*self.view_seed, zlib.crc32(pid.encode("utf-8"))])
+            exclude = rng.random(n) < self.view_dropout
         text, chosen, tokens, dups = select_passages(
             rows, fused, vectors, self.budget, self.counter, self.dedup_threshold, self.min_score,
             compact=self.compact, drop_sections=self.drop_sections, day_in_header=self.day_in_header,
+            exclude=exclude,
         )
         return PatientContext(pid, text, chosen, tokens, self.budget, self.strategy, label, n, dups)
+
+    def view(self, dropout: float, seed: int, view: int) -> Retriever:
+        """A copy that builds training view ``view`` (>= 1): each passage of a patient is left
+        out with probability ``dropout``, drawn from ``(seed, view, patient id)``, so a view is
+        the same on every run and machine. ConfigError for a dropout outside [0, 1) or a
+        truncation strategy (nothing to leave out)."""
+        if self.strategy != "retrieval":
+            raise ConfigError(f"retrieval.train_views needs strategy retrieval (got {self.strategy!r})")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ConfigError(f"retrieval.view_dropout must be in [0, 1) (got {dropout!r})")
+        out = copy.copy(self)
+        out.view_dropout = float(dropout)
+        out.view_seed = (int(seed), int(view))
+        return out
 
     def contexts(self, patient_ids: Iterable[str] | None = None) -> list[PatientContext]:
         """Contexts of many patients (default: all in the index), in the order given; built in

@@ -559,6 +559,11 @@ def train(
     balance = split_cfg.get("balance", "oversample")
     if balance not in ("oversample", "none"):
         raise ConfigError(f"split.balance must be 'oversample' or 'none' (got {balance!r})")
+    views = cfg.get("retrieval", {}).get("train_views", 1)
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        raise ConfigError(f"retrieval.train_views must be an integer >= 1 (got {views!r})")
+    if zero_shot:
+        views = 1
 
     # -- inputs: index, labels, model, budget -----------------------------------------------
     index = NotesIndex.load(index_dir, expect=cfg)
@@ -595,6 +600,17 @@ def train(
     template = ludwig_template(cfg)
     in_col, out_col = input_column(cfg), output_column(cfg)
     contexts = [ctx.text for ctx in retriever.iter_contexts(used["patient_id"])]
+    if views > 1:
+        # more contexts of the training patients only (validation picks the checkpoint and the
+        # threshold on the contexts that predict will read)
+        train_part = used[used["split"] == "train"]
+        dropout = float(cfg["retrieval"].get("view_dropout", 0.3))
+        say(f"building {views - 1} more view(s) of {len(train_part)} training patients "
+            f"(passage dropout {dropout})")
+        for v in range(1, views):
+            view = retriever.view(dropout, seed, v)
+            contexts += [ctx.text for ctx in view.iter_contexts(train_part["patient_id"])]
+        used = pd.concat([used] + [train_part] * (views - 1), ignore_index=True)
     prompt_lengths = [len(tokenizer.encode(template.format(**{in_col: c}), truncation=True)) for c in contexts]
     longest = int(max(prompt_lengths)) if prompt_lengths else 0
     if longest > max_input:
@@ -689,6 +705,7 @@ def train(
                 "base_model_path": base_path,
                 "seed": seed,
                 "balance": balance,
+                "train_views": views,
                 "mean_prompt_tokens": float(np.mean(prompt_lengths)) if prompt_lengths else 0.0,
                 "train_steps": len(timer.steps) if timer is not None else 0,
                 "eval_seconds": float(sum(timer.evals)) if timer is not None else 0.0,

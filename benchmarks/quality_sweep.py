@@ -121,6 +121,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "full_dxq_p2048_e2_seed11": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {"seed": 11}},
     "full_dxq_p2048_e2_max_day_seed11": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
         "seed": 11, "retrieval": {"fusion": "max", "day_in_header": True}}},
+    # not run yet: training views (retrieval.train_views), more contexts per training patient
+    # with passages left out, at the shipped recipe's compute (2 views x 1 epoch) and 1.5x of it
+    "full_dxq_p2048_views2_e1": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
+        "retrieval": {"train_views": 2}, "ludwig": {"trainer": {"epochs": 1}}}},
+    "full_dxq_p2048_views3_e1": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
+        "retrieval": {"train_views": 3}, "ludwig": {"trainer": {"epochs": 1}}}},
     # their context ceilings on those splits
     "dxq_prompt2048_seed7": {"llm": False, "config": "smollm2-full-2048.yaml", "overrides": {"seed": 7}},
     "dxq_prompt2048_max_day_seed7": {"llm": False, "config": "smollm2-full-2048.yaml", "overrides": {

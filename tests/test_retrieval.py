@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -361,3 +362,42 @@ def test_reranker_rescores_candidates(index, cfg, bert_tokenizer):
     for p in top3:
         want = max(ce.predict([(q, p["text"]) for q in c["retrieval"]["queries"]], show_progress_bar=False))
         assert p["score"] == pytest.approx(float(want), abs=1e-4)
+
+
+def test_training_views_leave_out_passages_reproducibly(index, smollm2_tokenizer):
+    cfg = resolve_config(overrides={"retrieval": {"day_in_header": True}})
+    full = Retriever(index, cfg, smollm2_tokenizer, budget=120)
+    base = full.context("P1")
+    assert full.view(0.0, 42, 1).context("P1").text == base.text  # no dropout: the full context
+    texts = {}
+    for v in (1, 2, 3, 4):
+        view = full.view(0.5, 42, v)
+        ctx = view.context("P1")
+        again = full.view(0.5, 42, v).context("P1")
+        assert ctx.text == again.text  # seeded by (seed, view, patient)
+        assert ctx.context_tokens <= 120
+        # a left-out passage is never chosen; the others rank as in the full context
+        first, n = index.patient_rows("P1")
+        exclude = np.random.default_rng([42, v, zlib.crc32(b"P1")]).random(n) < 0.5
+        kept_texts = set(index.passages["text"].iloc[first:first + n][~exclude])
+        assert {p["text"] for p in ctx.passages} <= kept_texts
+        # day numbers still count from the patient's first note, even when its passages are out
+        for line in ctx.text.splitlines():
+            if line.startswith("[Note "):
+                k = int(line.split()[1])
+                assert f"| day {k - 1} |" in line
+        texts[v] = ctx.text
+    assert len(set(texts.values())) > 1 and any(t != base.text for t in texts.values())
+    assert full.view_dropout == 0.0  # view() copies; the full retriever is untouched
+    # the same views from worker processes
+    forked = Retriever(index, resolve_config(overrides={"retrieval": {"day_in_header": True, "workers": 2}}),
+                       smollm2_tokenizer, budget=120).view(0.5, 42, 2)
+    assert forked.context_workers(3) == 2
+    assert [c.text for c in forked.iter_contexts(["P1", "P2", "P3"])] == [
+        full.view(0.5, 42, 2).context(p).text for p in ("P1", "P2", "P3")]
+    with pytest.raises(ConfigError, match="view_dropout"):
+        full.view(1.0, 42, 1)
+    truncating = Retriever(index, resolve_config(overrides={"retrieval": {"strategy": "truncate"}}),
+                           smollm2_tokenizer, budget=120)
+    with pytest.raises(ConfigError, match="train_views needs strategy retrieval"):
+        truncating.view(0.3, 42, 1)

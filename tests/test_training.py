@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from ards_rag.config import resolve_config
-from ards_rag.errors import ModelError, TrainingError
+from ards_rag.errors import ConfigError, ModelError, TrainingError
 from ards_rag.training import (
     adapter_only_checkpoints,
     ludwig_config,
@@ -316,6 +316,25 @@ def test_full_fine_tuning_without_an_adapter(tmp_path: Path, tiny_llama_dir: Pat
     assert not hasattr(scorer.model, "peft_config")  # the whole model was trained, no adapter
     p = scorer.score(["Note 1: lungs clear", "Note 1: bilateral opacities"])
     assert ((p >= 0) & (p <= 1)).all()
+
+
+def test_training_views_multiply_the_training_rows_only(tiny_run: Path, tmp_path: Path, tiny_llama_dir: Path,
+                                                       small_index_dir: Path) -> None:
+    cfg = tiny_config(tiny_llama_dir)
+    cfg["retrieval"].update(train_views=3, view_dropout=0.4)
+    report = train(small_index_dir, cfg, tmp_path / "views", progress=False)
+    one = json.loads((tiny_run / "summary.json").read_text())
+    three = json.loads((tmp_path / "views" / "summary.json").read_text())
+    assert three["extra"]["train_views"] == 3 and one["extra"]["train_views"] == 1
+    # three contexts per training patient, oversampled as before; the same patients and split
+    assert three["train_rows"] == report.train_rows == 3 * one["train_rows"]
+    assert three["patients"] == one["patients"]
+    assert (pd.read_csv(tmp_path / "views" / "split.csv").equals(pd.read_csv(tiny_run / "split.csv")))
+    for bad in (0, 1.5, True):
+        cfg["retrieval"]["train_views"] = bad
+        with pytest.raises(ConfigError, match="train_views must be an integer >= 1"):
+            train(small_index_dir, cfg, tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_failed_run_keeps_the_previous_one(tiny_run: Path, tmp_path: Path, tiny_llama_dir: Path,
