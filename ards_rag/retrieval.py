@@ -559,7 +559,7 @@ class Retriever:
         truncation strategy (nothing to leave out)."""
         if self.strategy != "retrieval":
             raise ConfigError(f"retrieval.train_views needs strategy retrieval (got {self.strategy!r})")
-        if not 0.0 <= float(dropout) < 1.0:
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ConfigError(f"retrieval.view_dropout must be in [0, 1) (got {dropout!r})")
         out = copy.copy(self)
         out.view_dropout = float(dropout)

@@ -604,7 +604,7 @@ def train(
         # more contexts of the training patients only (validation picks the checkpoint and the
         # threshold on the contexts that predict will read)
         train_part = used[used["split"] == "train"]
-        dropout = float(cfg["retrieval"].get("view_dropout", 0.3))
+        dropout = cfg["retrieval"].get("view_dropout", 0.3)
         say(f"building {views - 1} more view(s) of {len(train_part)} training patients "
             f"(passage dropout {dropout})")
         for v in range(1, views):

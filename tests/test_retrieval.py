@@ -395,8 +395,9 @@ def test_training_views_leave_out_passages_reproducibly(index, smollm2_tokenizer
     assert forked.context_workers(3) == 2
     assert [c.text for c in forked.iter_contexts(["P1", "P2", "P3"])] == [
         full.view(0.5, 42, 2).context(p).text for p in ("P1", "P2", "P3")]
-    with pytest.raises(ConfigError, match="view_dropout"):
-        full.view(1.0, 42, 1)
+    for bad in (1.0, -0.1, "0.3", True):
+        with pytest.raises(ConfigError, match="view_dropout"):
+            full.view(bad, 42, 1)
     truncating = Retriever(index, resolve_config(overrides={"retrieval": {"strategy": "truncate"}}),
                            smollm2_tokenizer, budget=120)
     with pytest.raises(ConfigError, match="train_views needs strategy retrieval"):
