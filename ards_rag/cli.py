@@ -136,6 +136,9 @@ notes_options = [
     click.option("--labels", "labels_path", default=None, type=click.Path(dir_okay=False),
                  help="Separate labels file (CSV/Parquet/JSONL) with the notes' patient id "
                       "column and a label column, e.g. a MIMIC-IV cohort's subject_id, ards."),
+    click.option("--skip-missing-patient", is_flag=True,
+                 help="Leave out notes with an empty patient id (counted) instead of stopping, "
+                      "e.g. MIMIC radiology notes without a hadm_id."),
     click.option(
         "--allow-pickle",
         is_flag=True,
@@ -155,6 +158,7 @@ def with_notes_options(func: F) -> F:
             "text_column": kwargs.pop("text_column"),
             "label_column": kwargs.pop("label_column"),
             "labels": kwargs.pop("labels_path"),
+            "skip_missing_patient": kwargs.pop("skip_missing_patient"),
             "allow_pickle": kwargs.pop("allow_pickle"),
         }
         return func(*args, **kwargs)

@@ -121,6 +121,7 @@ class NotesSummary:
     patients_without_notes: int = 0
     columns: dict[str, str] = field(default_factory=dict)
     labels_source: str | None = None  # the separate labels file, if one was given
+    missing_patient_skipped: int = 0  # rows without a patient id, left out on request
     labeled_without_notes: int = 0  # its labeled patients that have no note (ignored)
 
     @property
@@ -144,6 +145,8 @@ class NotesSummary:
             skipped.append(f"{self.note_ids_derived:,} note ids derived")
         if self.patients_without_notes:
             skipped.append(f"{self.patients_without_notes:,} patients without any note ignored")
+        if self.missing_patient_skipped:
+            skipped.append(f"{self.missing_patient_skipped:,} rows without a patient id skipped")
         if self.labels_source is not None:
             lines[1] += f" (from {Path(self.labels_source).name})"
             if self.labeled_without_notes:
@@ -660,25 +663,33 @@ def _is_blank(text: pd.Series) -> np.ndarray:
 class _Collector:
     """Accumulates normalised chunks and per-row label evidence."""
 
-    def __init__(self, source: _Source, cols: dict[str, str]) -> None:
+    def __init__(self, source: _Source, cols: dict[str, str], skip_missing_patient: bool = False) -> None:
         self.source = source
         self.cols = cols
+        self.skip_missing_patient = skip_missing_patient
+        self.missing_patient_skipped = 0
         self.parts: list[pd.DataFrame] = []
         self.label_parts: list[pd.DataFrame] = []
         self.all_patients: list[pd.Series] = []  # unique patient ids of each chunk
         self.rows_read = 0
         self.empty_skipped = 0
 
-    def _patients(self, chunk: pd.DataFrame) -> pd.Series:
+    def _patients(self, chunk: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+        """The chunk and its patient ids; rows without one are skipped (counted) or an error."""
         pid = _as_str(chunk[self.cols["patient_id"]]).str.strip()
         blank = (pid == "").to_numpy()
         if blank.any():
-            rows = chunk["_row"].to_numpy()[blank]
-            raise InputError(
-                f"{self.source.path}: empty patient id in column {self.cols['patient_id']!r} at "
-                f"{self.source.row_phrase(rows)}; every note needs a patient"
-            )
-        return pid
+            if not self.skip_missing_patient:
+                rows = chunk["_row"].to_numpy()[blank]
+                raise InputError(
+                    f"{self.source.path}: empty patient id in column {self.cols['patient_id']!r} at "
+                    f"{self.source.row_phrase(rows)}; every note needs a patient (pass "
+                    "--skip-missing-patient to leave such notes out, e.g. MIMIC notes without a hadm_id)"
+                )
+            self.missing_patient_skipped += int(blank.sum())
+            chunk = chunk[~blank].reset_index(drop=True)
+            pid = pid[~blank].reset_index(drop=True)
+        return chunk, pid
 
     def _labels(self, chunk: pd.DataFrame, pid: pd.Series) -> None:
         col = self.cols.get("label")
@@ -692,7 +703,7 @@ class _Collector:
         """Normalise one chunk of the long layout."""
         c = self.cols
         self.rows_read += len(chunk)
-        pid = self._patients(chunk)
+        chunk, pid = self._patients(chunk)
         self._labels(chunk, pid)
         text = chunk[c["text"]]
         if text.dtype != "str":
@@ -729,7 +740,7 @@ class _Collector:
         """Normalise one chunk of the patient layout (one row per patient)."""
         c = self.cols
         self.rows_read += len(chunk)
-        pid = self._patients(chunk)
+        chunk, pid = self._patients(chunk)
         self._labels(chunk, pid)
         self.all_patients.append(pd.Series(pid.unique()))
         texts = _as_str(chunk[c["text"]])
@@ -868,6 +879,11 @@ def _assemble(src: _Source, col: _Collector, layout: str, external: pd.DataFrame
         raise InputError(f"{path}: the file has no data rows (only a header); nothing to load")
     df = pd.concat(col.parts, ignore_index=True) if col.parts else pd.DataFrame()
     col.parts.clear()
+    if col.missing_patient_skipped == col.rows_read:
+        raise InputError(
+            f"{path}: all {col.rows_read:,} rows have an empty patient id (column "
+            f"{col.cols['patient_id']!r}); nothing to load"
+        )
     if df.empty:
         raise InputError(
             f"{path}: all {col.rows_read:,} rows have empty note text (column "
@@ -933,6 +949,7 @@ def _assemble(src: _Source, col: _Collector, layout: str, external: pd.DataFrame
         patients_without_notes=without_notes,
         columns=dict(col.cols),
         labels_source=str(labels_src.path) if labels_src is not None else None,
+        missing_patient_skipped=col.missing_patient_skipped,
         labeled_without_notes=labeled_without_notes,
     )
     return NotesTable(notes=notes, labels=labels, summary=summary, source=path,
@@ -1030,6 +1047,7 @@ def load_notes(
     text_column: str | None = None,
     label_column: str | None = None,
     labels: str | Path | None = None,
+    skip_missing_patient: bool = False,
     allow_pickle: bool = False,
     chunksize: int = DEFAULT_CHUNKSIZE,
 ) -> NotesTable:
@@ -1042,7 +1060,8 @@ def load_notes(
     ``text, note_text, notes, note``; of ``label, ards, has_ards, is_ards, ards_label``, matched
     case-insensitively). ``labels``: a separate labels file (any of the same formats) with the
     notes' patient id column and a label column (``label_column`` then names that one); the notes
-    file must then have no label column of its own. ``allow_pickle``: read ``.pkl``/``.pickle``
+    file must then have no label column of its own. ``skip_missing_patient``: leave out notes
+    whose patient id is empty (counted in the summary) instead of stopping. ``allow_pickle``: read ``.pkl``/``.pickle``
     (unpickling runs code from the file). ``chunksize``: rows read at a time.
 
     Raises :class:`~ards_rag.errors.InputError` (one line naming the file, row or column) for a
@@ -1078,7 +1097,7 @@ def load_notes(
         cols = _resolve_columns(p, columns, patient_column, text_column, label_column)
         external = None
     usecols = list(dict.fromkeys(cols.values()))
-    collector = _Collector(src, cols)
+    collector = _Collector(src, cols, skip_missing_patient)
 
     layout: str = fmt
     pending: list[pd.DataFrame] = []  # chunks read before the layout is known (fmt="auto")

@@ -668,3 +668,26 @@ def test_labels_in_both_files_or_a_missing_labels_file_are_refused(tmp_path: Pat
     with pytest.raises(InputError, match="--allow-pickle"):
         load_notes(notes, labels=pickled)
     assert load_notes(notes, labels=pickled, allow_pickle=True).summary.positives == 1
+
+
+def test_notes_without_a_patient_id_skipped_on_request(radiology_csv: Path, tmp_path: Path) -> None:
+    # MIMIC radiology notes of outpatient studies have no hadm_id: an admission-level cohort
+    # leaves them out.
+    with pytest.raises(InputError, match=r"empty patient id in column 'hadm_id' at data row 3 .*"
+                                         r"--skip-missing-patient"):
+        load_notes(radiology_csv, patient_column="hadm_id")
+    labels = tmp_path / "admissions.csv"
+    labels.write_text("hadm_id,ards\n22595853,true\n23052089,false\n")
+    table = load_notes(radiology_csv, patient_column="hadm_id", labels=labels, skip_missing_patient=True)
+    assert set(table.notes["note_id"]) == {"10000032-RR-1", "10000032-RR-2", "10000084-RR-4", "10000084-RR-6"}
+    assert table.summary.missing_patient_skipped == 1 and table.summary.rows_read == 6
+    assert "1 rows without a patient id skipped" in table.summary.describe()
+    assert dict(zip(table.labels["patient_id"], table.labels["label"], strict=True)) == {
+        "22595853": True, "23052089": False}
+    # the patient layout, and a file where no row has a patient id
+    course = tmp_path / "course.csv"
+    pd.DataFrame({"patient_id": ["", "7"], "notes": ["Note 1: a\\nNote 2: b", "Note 1: c"]}).to_csv(course, index=False)
+    assert load_notes(course, skip_missing_patient=True).summary.notes == 1
+    pd.DataFrame({"patient_id": ["", " "], "text": ["a", "b"]}).to_csv(course, index=False)
+    with pytest.raises(InputError, match="all 2 rows have an empty patient id"):
+        load_notes(course, skip_missing_patient=True)
