@@ -663,9 +663,11 @@ def _is_blank(text: pd.Series) -> np.ndarray:
 class _Collector:
     """Accumulates normalised chunks and per-row label evidence."""
 
-    def __init__(self, source: _Source, cols: dict[str, str], skip_missing_patient: bool = False) -> None:
+    def __init__(self, source: _Source, cols: dict[str, str], skip_missing_patient: bool = False,
+                 labels_elsewhere: Path | None = None) -> None:
         self.source = source
         self.cols = cols
+        self.labels_elsewhere = labels_elsewhere  # the labels file: no label may come from here
         self.skip_missing_patient = skip_missing_patient
         self.missing_patient_skipped = 0
         self.parts: list[pd.DataFrame] = []
@@ -696,6 +698,12 @@ class _Collector:
         if col is None:
             return
         rows = _label_rows(self.source, chunk, col, pid)
+        if len(rows) and self.labels_elsewhere is not None:
+            raise InputError(
+                f"{self.source.path}: column {col!r} holds labels (from "
+                f"{self.source.row_phrase(rows['_row'].to_numpy())}) and labels were also given in "
+                f"{self.labels_elsewhere}; use one of the two"
+            )
         if len(rows):
             self.label_parts.append(rows)
 
@@ -931,6 +939,7 @@ def _assemble(src: _Source, col: _Collector, layout: str, external: pd.DataFrame
     labels, without_notes = _patient_labels(src, col, df["patient_id"])
     labeled_without_notes = 0
     if external is not None and labels_src is not None:
+        # only unlabeled rows came from the notes' own label column (see _Collector._labels)
         labels, labeled_without_notes = _join_labels(labels, external, src, labels_src,
                                                      col.cols["patient_id"])
     notes = df[NOTES_COLUMNS]
@@ -1060,7 +1069,7 @@ def load_notes(
     ``text, note_text, notes, note``; of ``label, ards, has_ards, is_ards, ards_label``, matched
     case-insensitively). ``labels``: a separate labels file (any of the same formats) with the
     notes' patient id column and a label column (``label_column`` then names that one); the notes
-    file must then have no label column of its own. ``skip_missing_patient``: leave out notes
+    file must then hold no labels of its own (an empty label column is fine). ``skip_missing_patient``: leave out notes
     whose patient id is empty (counted in the summary) instead of stopping. ``allow_pickle``: read ``.pkl``/``.pickle``
     (unpickling runs code from the file). ``chunksize``: rows read at a time.
 
@@ -1082,22 +1091,19 @@ def load_notes(
     if labels is not None:
         # read before the notes, so that a bad labels file fails in seconds, not after the notes
         labels_src = _open_source(Path(labels), "labels", allow_pickle, chunksize)
-        # --label-column then names the labels file's column; a label column in the notes too
-        # would leave two sources of truth
-        label_in_notes = _find(columns, ((label_column.strip().lower(),) if label_column else ())
-                               + LABEL_COLUMNS)
-        if label_in_notes is not None:
-            raise InputError(
-                f"{p}: has a label column {label_in_notes!r} and labels were also given in "
-                f"{labels_src.path}; use one of the two (or rename the notes column)"
-            )
+        # --label-column then names the labels file's column; a label column of the notes is
+        # still read, and any label in it is an error (two sources of truth)
         cols = _resolve_columns(p, columns, patient_column, text_column, None)
+        in_notes = _find(columns, ((label_column.strip().lower(),) if label_column else ()) + LABEL_COLUMNS)
+        if in_notes is not None and in_notes not in cols.values():
+            cols["label"] = in_notes
         external = _read_label_file(labels_src, cols["patient_id"], label_column)
     else:
         cols = _resolve_columns(p, columns, patient_column, text_column, label_column)
         external = None
     usecols = list(dict.fromkeys(cols.values()))
-    collector = _Collector(src, cols, skip_missing_patient)
+    collector = _Collector(src, cols, skip_missing_patient,
+                           labels_src.path if labels_src is not None else None)
 
     layout: str = fmt
     pending: list[pd.DataFrame] = []  # chunks read before the layout is known (fmt="auto")

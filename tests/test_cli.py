@@ -178,6 +178,15 @@ def test_predict_new_notes_unlabeled_batch(tiny_run: Path, small_index_dir: Path
     assert code == 0, out
     assert [r["patient_id"] for r in rows] == ["P000", "NEWP001"]
 
+    # the same notes again with a labels file: the index now holds NEWP000's label
+    labels = tmp_path / "labels.csv"
+    labels.write_text("patient_id,label\nNEWP000,true\n")
+    code, out = invoke("predict", "--run", str(tiny_run), "--index", str(index), "--notes", str(new),
+                       "--labels", str(labels), "--patient-id", "NEWP000")
+    assert code == 0, out
+    stored = pd.read_parquet(index / "patients.parquet").set_index("patient_id")["label"]
+    assert stored["NEWP000"] == True and pd.isna(stored["NEWP001"])  # noqa: E712
+
 
 def test_predict_and_evaluate_in_fp8(tiny_run: Path, small_index_dir: Path, tmp_path: Path) -> None:
     """`--precision fp8` scores with FP8 weights; close to the run's own answer, and the report

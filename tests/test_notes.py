@@ -658,8 +658,13 @@ def test_labels_in_both_files_or_a_missing_labels_file_are_refused(tmp_path: Pat
     pd.DataFrame({"patient_id": ["1"], "text": ["Clear."], "label": ["true"]}).to_csv(notes, index=False)
     labels = tmp_path / "l.csv"
     pd.DataFrame({"patient_id": ["1"], "label": ["false"]}).to_csv(labels, index=False)
-    with pytest.raises(InputError, match=r"n\.csv: has a label column 'label' and labels were also given"):
+    with pytest.raises(InputError, match=r"n\.csv: column 'label' holds labels \(from data row 1 "
+                                         r".*\) and labels were also given in .*l\.csv"):
         load_notes(notes, labels=labels)
+    # an empty label column in the notes is no second source
+    pd.DataFrame({"patient_id": ["1"], "text": ["Clear."], "label": [""]}).to_csv(notes, index=False)
+    assert load_notes(notes, labels=labels).summary.positives == 0
+    assert load_notes(notes, labels=labels).summary.labeled == 1
     with pytest.raises(InputError, match=r"nope\.csv: labels file not found"):
         load_notes(notes, labels=tmp_path / "nope.csv")
     pickled = tmp_path / "l.pkl"
