@@ -11,6 +11,7 @@ and the size of the resulting table.
     .venv/bin/python benchmarks/ingest_memory.py --notes 50000   # quick run
     .venv/bin/python benchmarks/ingest_memory.py --path /tmp/radiology.csv --keep
     .venv/bin/python benchmarks/ingest_memory.py --shuffle   # rows in random order: worst case
+    .venv/bin/python benchmarks/ingest_memory.py --labels    # labels in a separate file (--labels)
 
 Generated data is written to a temporary folder (or --path) and never into the repository.
 """
@@ -171,7 +172,7 @@ def vm_hwm_kib():
 from ards_rag.notes import load_notes
 rss_import = vm_hwm_kib()
 t1 = time.perf_counter()
-table = load_notes(sys.argv[1], chunksize=int(sys.argv[2]))
+table = load_notes(sys.argv[1], chunksize=int(sys.argv[2]), labels=sys.argv[3] if len(sys.argv) > 3 else None)
 t2 = time.perf_counter()
 print(json.dumps({
     "load_s": t2 - t1,
@@ -187,12 +188,25 @@ print(json.dumps({
 """
 
 
-def measure(path: Path, chunksize: int) -> dict[str, object]:
-    """Load ``path`` in a fresh Python process; return its timings and peak RSS."""
+def write_labels(notes_csv: Path, out: Path, seed: int) -> int:
+    """A MIMIC-cohort-shaped labels file: ``subject_id, ards`` (yes / no, 25% yes) for every
+    patient of ``notes_csv``, in another order, plus 1% ids that have no notes."""
+    rng = np.random.default_rng(seed)
+    ids = pd.read_csv(notes_csv, usecols=["subject_id"])["subject_id"].unique()
+    extra = np.arange(ids.max() + 1, ids.max() + 1 + max(1, len(ids) // 100))
+    all_ids = rng.permutation(np.concatenate([ids, extra]))
+    pd.DataFrame({"subject_id": all_ids, "ards": np.where(rng.random(len(all_ids)) < 0.25, "yes", "no")}
+                 ).to_csv(out, index=False)
+    return len(all_ids)
+
+
+def measure(path: Path, chunksize: int, labels: Path | None = None) -> dict[str, object]:
+    """Load ``path`` (with the ``labels`` file) in a fresh Python process; return its timings
+    and peak RSS."""
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(repo))
     out = subprocess.run(
-        [sys.executable, "-c", LOADER, str(path), str(chunksize)],
+        [sys.executable, "-c", LOADER, str(path), str(chunksize)] + ([str(labels)] if labels else []),
         check=True,
         capture_output=True,
         text=True,
@@ -211,6 +225,8 @@ def main() -> None:
     ap.add_argument(
         "--shuffle", action="store_true", help="rows in random order (every note is reordered)"
     )
+    ap.add_argument("--labels", action="store_true",
+                    help="also write subject_id,ards beside the notes and load it with labels=")
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.generate_only:
@@ -234,7 +250,13 @@ def main() -> None:
             )
             print(f"generated {path} ({args.notes:,} notes) in {time.perf_counter() - t:.0f} s")
         size = path.stat().st_size
-        res = measure(path, args.chunksize)
+        labels = None
+        if args.labels:
+            labels = path.with_name(path.stem + "-labels.csv")
+            t = time.perf_counter()
+            n = write_labels(path, labels, args.seed)
+            print(f"wrote {labels} ({n:,} patients) in {time.perf_counter() - t:.0f} s")
+        res = measure(path, args.chunksize, labels)
         gib = 1024**2
         print(f"file: {size / 1e9:.2f} GB, {res['notes']:,} notes, {res['patients']:,} patients")
         print(f"load_notes: {res['load_s']:.1f} s, chunksize {args.chunksize:,}")
