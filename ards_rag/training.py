@@ -597,20 +597,20 @@ def train(
     used = split[split["split"].isin(["train", "validation"])].reset_index(drop=True)
     say(f"building {strategy} contexts of {len(used)} patients (budget {budget} tokens)")
     retriever = Retriever(index, cfg, tokenizer, budget)
+    # views are checked here, before any context is built (bad dropout, truncation strategy)
+    views_of = [retriever.view(cfg["retrieval"].get("view_dropout", 0.3), seed, v) for v in range(1, views)]
     template = ludwig_template(cfg)
     in_col, out_col = input_column(cfg), output_column(cfg)
     contexts = [ctx.text for ctx in retriever.iter_contexts(used["patient_id"])]
-    if views > 1:
+    if views_of:
         # more contexts of the training patients only (validation picks the checkpoint and the
         # threshold on the contexts that predict will read)
         train_part = used[used["split"] == "train"]
-        dropout = cfg["retrieval"].get("view_dropout", 0.3)
-        say(f"building {views - 1} more view(s) of {len(train_part)} training patients "
-            f"(passage dropout {dropout})")
-        for v in range(1, views):
-            view = retriever.view(dropout, seed, v)
+        say(f"building {len(views_of)} more view(s) of {len(train_part)} training patients "
+            f"(passage dropout {views_of[0].view_dropout})")
+        for view in views_of:
             contexts += [ctx.text for ctx in view.iter_contexts(train_part["patient_id"])]
-        used = pd.concat([used] + [train_part] * (views - 1), ignore_index=True)
+        used = pd.concat([used] + [train_part] * len(views_of), ignore_index=True)
     prompt_lengths = [len(tokenizer.encode(template.format(**{in_col: c}), truncation=True)) for c in contexts]
     longest = int(max(prompt_lengths)) if prompt_lengths else 0
     if longest > max_input:

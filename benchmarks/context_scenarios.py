@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from ranker_ceiling import all_notes_text, labeled_patients, out_of_fold  # noqa: E402  (same folder)
+from ranker_ceiling import all_notes_text, comma_choices, labeled_patients, out_of_fold  # noqa: E402  (same folder)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "shipped": {},
@@ -55,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="shipped,max,max_day", help=f"comma list of: {', '.join(VARIANTS)}")
     ap.add_argument("--folds", type=int, default=5)
     args = ap.parse_args(argv)
-    names = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = sorted(set(names) - set(VARIANTS))
-    if unknown:
-        ap.error(f"unknown variants: {', '.join(unknown)}")
+    names = comma_choices(ap, args.variants, VARIANTS, "variants")
 
     from sklearn.metrics import f1_score, roc_auc_score
     from sklearn.model_selection import StratifiedKFold

@@ -39,7 +39,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,15 @@ def lexical_scorer(texts: list[str], y: np.ndarray) -> Callable[[list[str]], np.
     return lambda passages: np.asarray(vec.transform(passages) @ w).ravel()
 
 
+def comma_choices(ap: argparse.ArgumentParser, text: str, allowed: Iterable[str], what: str) -> list[str]:
+    """The names of a comma list, in order; ``ap.error`` (exit 2) naming any not in ``allowed``."""
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        ap.error(f"unknown {what}: {', '.join(unknown)}")
+    return names
+
+
 def labeled_patients(index: Any) -> tuple[list[str], np.ndarray]:
     """The index's labeled patient ids and their labels (1 = ARDS), in index order."""
     lab = index.labels()
@@ -98,8 +107,11 @@ def labeled_patients(index: Any) -> tuple[list[str], np.ndarray]:
 
 
 def all_notes_text(index: Any, pids: list[str]) -> dict[str, str]:
-    """Each patient's notes joined, the text TF-IDF + LR on all notes reads."""
-    return {p: "\n".join(index.patient_notes(p)["text"].astype(str)) for p in pids}
+    """Each patient's whole notes: the text of the evaluation's TF-IDF + LR baseline."""
+    from ards_rag.evaluation import Evaluator
+
+    texts = Evaluator.patient_texts(index)
+    return {p: str(texts[p]) for p in pids}
 
 
 def out_of_fold(texts: dict[str, str], pids: list[str], y: np.ndarray,
@@ -121,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rankers", default=",".join(RANKERS), help=f"comma list of: {', '.join(RANKERS)}")
     ap.add_argument("--folds", type=int, default=5)
     args = ap.parse_args(argv)
-    rankers = [r.strip() for r in args.rankers.split(",") if r.strip()]
-    unknown = sorted(set(rankers) - set(RANKERS))
-    if unknown:
-        ap.error(f"unknown rankers: {', '.join(unknown)}")
+    rankers = comma_choices(ap, args.rankers, RANKERS, "rankers")
 
     from sklearn.metrics import f1_score, roc_auc_score
     from sklearn.model_selection import StratifiedKFold
