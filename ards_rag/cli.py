@@ -296,7 +296,8 @@ def train(
 @click.option("--unlabeled", is_flag=True, help="Every patient without a label.")
 @click.option("--all", "all_patients", is_flag=True, help="Every patient in the index.")
 @click.option("--patients", "patients_file", default=None, type=click.Path(dir_okay=False),
-              help="A file with one patient id per line (or a CSV with a patient_id column).")
+              help="A file with one patient id per line, or a CSV with a patient_id, "
+                   "subject_id or hadm_id column (e.g. a predictions.csv).")
 @click.option("--notes", "new_notes", default=None, type=click.Path(dir_okay=False),
               help="Add these patients' notes to the index first.")
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),

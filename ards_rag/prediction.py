@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import json
 import logging
 import math
@@ -494,9 +495,7 @@ def select_patients(
     new_ids: Sequence[str] = (),
 ) -> list[str]:
     """Patient ids for batch prediction: ``--unlabeled``, ``--all``, ``--patients FILE`` or the
-    patients just added with ``--notes``."""
-    from .errors import InputError
-
+    patients just added with ``--notes``. A patients file is read by :func:`read_patient_ids`."""
     notes_index = _open_index(index)
     if all_patients:
         return notes_index.patient_ids()
@@ -504,21 +503,52 @@ def select_patients(
         labels = notes_index.labels()
         return labels.loc[labels["label"].isna(), "patient_id"].astype(str).tolist()
     if patients_file is not None:
-        path = Path(patients_file)
-        if not path.is_file():
-            raise InputError(f"{path}: patients file not found")
-        text = path.read_text(encoding="utf-8")
-        first = text.splitlines()[0].strip() if text.strip() else ""
-        if "," in first and "patient_id" in [c.strip() for c in first.split(",")]:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-            ids = frame["patient_id"].tolist()
-        else:
-            ids = [line.strip() for line in text.splitlines()]
-        ids = [i for i in dict.fromkeys(ids) if i]
-        if not ids:
-            raise InputError(f"{path}: no patient ids (one per line, or a CSV with a patient_id column)")
-        return ids
+        return read_patient_ids(patients_file, known=notes_index.patient_ids())
     return [str(p) for p in new_ids]
+
+
+def read_patient_ids(path: str | Path, known: Sequence[str] = ()) -> list[str]:
+    """The patient ids of a ``--patients`` file, in file order, duplicates and blanks dropped.
+
+    Either one id per line (no header, or a first line that is a patient id column's name), or a
+    CSV with any columns whose header names one of ``patient_id``, ``subject_id`` or ``hadm_id``
+    (case-insensitive), e.g. a ``predictions.csv`` written by ``predict --out``. When the header
+    names several, the one with the most ids among ``known`` (the index's patients) is read,
+    ties going to that order. Raises :class:`~ards_rag.errors.InputError` naming the file for a
+    missing or non-UTF-8 file, a CSV header without a patient id column, or a file with no id.
+    """
+    from .errors import InputError
+    from .notes import PATIENT_COLUMNS
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: patients file not found")
+    try:
+        text = p.read_text(encoding="utf-8-sig")  # -sig: a spreadsheet's byte-order mark
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    header = [c.strip().strip('"').strip().lower() for c in first.split(",")]
+    present = [c for c in PATIENT_COLUMNS if c in header]
+    if present:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        frame.columns = [str(c).strip().lower() for c in frame.columns]
+        known_set = set(known)
+        column = max(present, key=lambda c: (frame[c].str.strip().isin(known_set).sum(),
+                                             -present.index(c)))
+        ids = frame[column].str.strip().tolist()
+    elif len(header) > 1:
+        raise InputError(
+            f"{p}: the CSV header has no patient id column ({', '.join(PATIENT_COLUMNS)}); "
+            f"columns found: {', '.join(header)}. Name the column patient_id, or give one id per line"
+        )
+    else:
+        ids = [line.strip() for line in lines]
+    ids = [i for i in dict.fromkeys(ids) if i]
+    if not ids:
+        raise InputError(f"{p}: no patient ids (one per line, or a CSV with a patient_id column)")
+    return ids
 
 
 def ludwig_generate(run_dir: str | Path, contexts: Sequence[str]) -> list[str]:

@@ -12,13 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-from ards_rag.errors import ManifestMismatchError, RunError, UnknownPatientError
+from ards_rag.errors import InputError, ManifestMismatchError, RunError, UnknownPatientError
 from ards_rag.prediction import (
     Scorer,
     format_prediction,
     get_scorer,
     predict_one,
     predict_patients,
+    read_patient_ids,
     resolve_run,
 )
 
@@ -124,6 +125,39 @@ def test_predict_patients_in_windows_with_context_workers(tiny_run: Path, small_
 def test_unknown_patient(tiny_run: Path, small_index_dir: Path) -> None:
     with pytest.raises(UnknownPatientError, match="NOPE"):
         predict_patients(tiny_run, small_index_dir, ["P000", "NOPE"])
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("P1\nP2\n\nP1\n", ["P1", "P2"]),                          # one per line, blanks and repeats dropped
+    ("patient_id\nP1\nP2\n", ["P1", "P2"]),                       # a one-column CSV: its header is no id
+    ("\ufeffSubject_ID\r\n 10001 \r\n10002\r\n", ["10001", "10002"]),  # BOM, CRLF, MIMIC's column
+    ("patient_id,prediction,probability\nP2,True,0.9\nP1,False,0.1\n", ["P2", "P1"]),  # predictions.csv
+    ('"note","hadm_id"\n"a, b",H1\n', ["H1"]),                     # quoted fields
+    # both MIMIC columns: the one whose values the index holds
+    ("subject_id,hadm_id\nS1,H1\nS2,H2\n", ["H1", "H2"]),
+])
+def test_patients_file_formats(tmp_path: Path, content: str, expected: list[str]) -> None:
+    path = tmp_path / "ids.csv"
+    path.write_text(content, encoding="utf-8")
+    assert read_patient_ids(path, known=["H1", "H2", "P1", "P2", "10001", "10002"]) == expected
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("id,score\nP1,0.5\n", "header has no patient id column"),
+    ("\n\n", "no patient ids"),
+    (b"P1\n\xff\xfe\n", "not UTF-8"),
+])
+def test_bad_patients_file(tmp_path: Path, content: str | bytes, message: str) -> None:
+    path = tmp_path / "ids.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(InputError, match=message) as err:
+        read_patient_ids(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(InputError, match="not found"):
+        read_patient_ids(tmp_path / "missing.csv")
 
 
 def test_missing_or_incomplete_run(tmp_path: Path, tiny_run: Path, small_index_dir: Path) -> None:
