@@ -146,19 +146,49 @@ def deep_merge(base: Config, override: Config) -> Config:
 def resolve_config(path: str | Path | None = None, overrides: Config | None = None) -> Config:
     """Resolve the configuration: ``DEFAULTS``, then the YAML file at ``path``, then ``overrides``.
 
-    Raises :class:`ConfigError` for a missing file, invalid YAML or an unknown top-level section.
+    Raises :class:`ConfigError` for a missing file, invalid YAML, an unknown top-level section or
+    an unknown key in one of the package's own sections (:func:`check_keys`).
     """
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         cfg = deep_merge(cfg, read_yaml(path))
     if overrides:
         cfg = deep_merge(cfg, overrides)
+    where = path if path is not None else "config"
     unknown = sorted(set(cfg) - set(SECTIONS))
     if unknown:
         raise ConfigError(
-            f"{path}: unknown section(s) {', '.join(unknown)}; expected {', '.join(SECTIONS)}"
+            f"{where}: unknown section(s) {', '.join(unknown)}; expected {', '.join(SECTIONS)}"
         )
+    check_keys(cfg, where)
     return cfg
+
+
+# Sections whose keys are this package's own (``ludwig`` is Ludwig's, which checks it itself).
+OWN_SECTIONS = ("embedder", "chunking", "retrieval", "prompt", "split")
+
+
+def check_keys(cfg: Config, where: str | Path = "config") -> None:
+    """Refuse a misspelled or unknown key in the package's own sections, and a section that is
+    not a mapping, so that a typo (``retrieval.fusoin``) stops before an index or a run is built
+    instead of silently keeping the default. Raises :class:`ConfigError` naming the key, with the
+    closest known key when there is one."""
+    import difflib
+
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{where}: seed must be an integer (got {seed!r})")
+    for section in OWN_SECTIONS:
+        value = cfg.get(section)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {section} must be a mapping of settings (got {value!r})")
+        known = list(DEFAULTS[section])
+        for key in value:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {section}.{close[0]}?" if close else f"known: {', '.join(known)}"
+            raise ConfigError(f"{where}: unknown setting {section}.{key} ({hint})")
 
 
 def read_yaml(path: str | Path) -> Config:

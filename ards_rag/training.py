@@ -185,6 +185,33 @@ def oversample(train: pd.DataFrame, seed: int, label_column: str = "label") -> p
 # ------------------------------------------------------------------------ Ludwig plumbing
 
 
+def check_ludwig_keys(cfg: Config) -> None:
+    """Refuse an unknown key at the top of ``ludwig`` or in ``ludwig.trainer`` (a typo such as
+    ``trainer.epoch``), which Ludwig 0.17 would drop silently and train with its default. The
+    known keys are Ludwig's own schema's (LLM model config, fine-tune trainer). Raises
+    :class:`ConfigError` naming the key and the closest known one."""
+    import difflib
+
+    from ludwig.schema.model_types.llm import LLMModelConfig
+    from ludwig.schema.trainer import FineTuneTrainerConfig
+
+    lc = cfg.get("ludwig")
+    if not isinstance(lc, dict):
+        raise ConfigError(f"ludwig must be a mapping of Ludwig settings (got {lc!r})")
+    trainer = lc.get("trainer") or {}
+    if not isinstance(trainer, dict):
+        raise ConfigError(f"ludwig.trainer must be a mapping (got {trainer!r})")
+    checks = [("ludwig", lc, LLMModelConfig.model_fields)]
+    if trainer.get("type", "finetune") == "finetune":
+        checks.append(("ludwig.trainer", trainer, FineTuneTrainerConfig.model_fields))
+    for where, section, known in checks:
+        for key in section:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), list(known), n=1)
+                hint = f"; did you mean {where}.{close[0]}?" if close else ""
+                raise ConfigError(f"unknown Ludwig setting {where}.{key}{hint}")
+
+
 def ludwig_config(cfg: Config, base_model_path: str, tokenizer: Any, *, zero_shot: bool = False) -> dict[str, Any]:
     """The Ludwig config for ``cfg``: resolved base model, the prompt template, a fixed split
     column, the local backend, greedy generation, and input/output lengths that keep the whole
@@ -564,6 +591,7 @@ def train(
         raise ConfigError(f"retrieval.train_views must be an integer >= 1 (got {views!r})")
     if zero_shot:
         views = 1
+    check_ludwig_keys(cfg)
 
     # -- inputs: index, labels, model, budget -----------------------------------------------
     index = NotesIndex.load(index_dir, expect=cfg)
