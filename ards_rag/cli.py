@@ -333,8 +333,11 @@ def predict(
     new_ids: list[str] = []
     if new_notes:
         table = _load_notes(new_notes, notes_opts)
-        new_ids = prediction.add_notes_to_index(run, index_dir, table)
-        click.echo(f"Added {len(new_ids)} patients from {new_notes} to {index_dir}.", err=True)
+        new_ids, report = prediction.add_notes_to_index(run, index_dir, table)
+        known = len(new_ids) - report.patients_added
+        click.echo(f"Indexed the notes of {len(new_ids)} patient(s) from {new_notes} in {index_dir}: "
+                   f"{report.patients_added} new, {known} already there (stored labels kept unless "
+                   "the file gives one).", err=True)
     if patient_id:
         result = prediction.predict_one(run, index_dir, str(patient_id), precision=precision)
         click.echo(json.dumps(result, indent=2) if as_json else prediction.format_prediction(result))

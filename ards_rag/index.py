@@ -175,7 +175,8 @@ def update_index(
 
     Notes of ``table`` are added (a note id already in the index is replaced by its new text);
     every other note already indexed is kept, with its vector. Labels given in ``table``
-    override the stored ones; patients absent from ``table`` keep theirs. The index's own
+    override the stored ones; a patient absent from ``table``, or in it without a label, keeps
+    its stored label. The index's own
     embedder and chunking are used (``cfg`` must match them, else ManifestMismatchError). With
     no index at ``index_dir`` this is :func:`build_index`.
     """
@@ -191,8 +192,12 @@ def update_index(
     old_labels = old.patients[["patient_id", "label"]]
     new_labels = table.labels[["patient_id", "label"]].copy()
     new_labels["patient_id"] = new_labels["patient_id"].astype(str)
+    # An empty label is no label given: new notes of a labeled patient (new notes to score
+    # rarely carry labels) must not erase the label it was trained or split with.
+    given = new_labels[new_labels["label"].notna()]
+    unseen = new_labels[new_labels["label"].isna() & ~new_labels["patient_id"].isin(set(old_labels["patient_id"]))]
     labels = pd.concat(
-        [old_labels[~old_labels["patient_id"].isin(set(new_labels["patient_id"]))], new_labels],
+        [old_labels[~old_labels["patient_id"].isin(set(given["patient_id"]))], given, unseen],
         ignore_index=True,
     )
     source = getattr(table, "source", None)

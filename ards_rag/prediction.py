@@ -556,12 +556,13 @@ def ludwig_generate(run_dir: str | Path, contexts: Sequence[str]) -> list[str]:
     return get_scorer(run_dir).generate(contexts)
 
 
-def add_notes_to_index(run_dir: str | Path, index_dir: str | Path, table: Any) -> list[str]:
-    """Merge a notes table (new patients) into the index, with the run's embedder and chunking;
-    return the ids of the patients in ``table``."""
+def add_notes_to_index(run_dir: str | Path, index_dir: str | Path, table: Any) -> tuple[list[str], Any]:
+    """Merge a notes table (new patients, or new notes of known ones) into the index, with the
+    run's embedder and chunking; return the ids of the patients in ``table`` and the index's
+    :class:`~ards_rag.index.IndexReport` (``patients_added``: those it did not hold before)."""
     from .index import update_index
 
     run = check_run(run_dir)
     cfg = read_run_config(run)
-    update_index(index_dir, table, cfg)
-    return list(dict.fromkeys(str(p) for p in table.notes["patient_id"]))
+    report = update_index(index_dir, table, cfg)
+    return list(dict.fromkeys(str(p) for p in table.notes["patient_id"])), report

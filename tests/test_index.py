@@ -255,6 +255,30 @@ def test_update_index_adds_patients_and_keeps_the_rest(tmp_path, embedder, cfg, 
     assert len(idx.notes()) == 7
 
 
+def test_update_index_without_labels_keeps_the_stored_ones(tmp_path, embedder, cfg):
+    """New notes of already-labeled patients arrive without labels (as notes to score do): the
+    stored labels stay, a label that is given replaces the stored one, and new patients without
+    one stay unlabeled."""
+    d = tmp_path / "idx"
+    base = make_notes(3, 2, seed=5)
+    build_index(make_table(base), d, cfg, progress=False, embedder=embedder)
+    stored = NotesIndex.load(d).labels().set_index("patient_id")["label"]
+    more = pd.DataFrame(
+        [("P00", "P00-NEW", 9, "2181-01-01 00:00:00", "Radiology", "IMPRESSION: Bilateral opacities."),
+         ("P01", "P01-NEW", 9, "2181-01-01 00:00:00", "Radiology", "IMPRESSION: Clear lungs."),
+         ("Z1", "Z1-N0", 0, "2181-01-01 00:00:00", "Radiology", "IMPRESSION: Clear lungs.")],
+        columns=base.columns,
+    )
+    flipped = not bool(stored["P01"])
+    update_index(d, make_table(more, {"P00": None, "P01": flipped, "Z1": None}), cfg, progress=False,
+                 embedder=embedder)
+    labels = NotesIndex.load(d, expect=cfg).labels().set_index("patient_id")["label"]
+    assert bool(labels["P00"]) == bool(stored["P00"])
+    assert bool(labels["P01"]) == flipped
+    assert bool(labels["P02"]) == bool(stored["P02"])
+    assert pd.isna(labels["Z1"]) and len(labels) == 4
+
+
 def test_changed_chunking_rebuilds_everything(tmp_path, embedder, cfg, counter):
     d = tmp_path / "idx"
     notes = make_notes(2, 2, seed=9)
