@@ -19,6 +19,7 @@ import click
 
 from . import __version__
 from .errors import ArdsRagError, ConfigError, InputError
+from .fsutil import atomic_file
 
 DEFAULT_INDEX = "indexes/default"
 DEFAULT_RUNS = "runs"
@@ -166,6 +167,17 @@ def with_notes_options(func: F) -> F:
     for option in reversed(notes_options):
         wrapper = option(wrapper)
     return wrapper  # type: ignore[return-value]
+
+
+def _check_writable(path: str) -> None:
+    """Create the output file's folder, or stop with a one-line error, before any long work."""
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot create its folder {parent} ({exc.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise click.ClickException(f"{path}: the folder {parent} is not writable")
 
 
 def _load_notes(path: str, notes_opts: dict[str, Any]) -> Any:
@@ -338,6 +350,8 @@ def predict(
         click.echo(f"Indexed the notes of {len(new_ids)} patient(s) from {new_notes} in {index_dir}: "
                    f"{report.patients_added} new, {known} already there (stored labels kept unless "
                    "the file gives one).", err=True)
+    if out_path:
+        _check_writable(out_path)  # before the scoring, not after it
     if patient_id:
         result = prediction.predict_one(run, index_dir, str(patient_id), precision=precision)
         click.echo(json.dumps(result, indent=2) if as_json else prediction.format_prediction(result))
@@ -348,7 +362,7 @@ def predict(
     )
     frame = prediction.predict_patients(run, index_dir, ids, precision=precision)
     if out_path:
-        frame.to_csv(out_path, index=False)
+        atomic_file(out_path, lambda tmp: frame.to_csv(tmp, index=False))
         click.echo(f"Wrote {len(frame)} predictions to {out_path}.")
     elif as_json:
         click.echo(frame.to_json(orient="records", indent=2))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .fsutil import atomic_file
 from .errors import IndexStoreError, InputError, RunError
 from .training import SPLITS
 
@@ -580,17 +580,6 @@ SNIPPET_CHARS = 240
 MAX_EVIDENCE_PASSAGES = 5
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _json_ready(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _json_ready(v) for k, v in obj.items()}
@@ -749,10 +738,10 @@ def write_evaluation(
     plot_pr(out / PLOT_FILES["pr"], curves)
     plot_calibration(out / PLOT_FILES["calibration"], y, s, threshold)
     plot_confusion(out / PLOT_FILES["confusion"], model["confusion"], threshold)
-    _write_atomic(out / PREDICTIONS_FILE, lambda p: frame.to_csv(p, index=False))
+    atomic_file(out / PREDICTIONS_FILE, lambda p: frame.to_csv(p, index=False))
     report = render_report(metrics, frame, evidence)
-    _write_atomic(out / REPORT_FILE, lambda p: p.write_text(report, encoding="utf-8"))
-    _write_atomic(out / METRICS_FILE,
+    atomic_file(out / REPORT_FILE, lambda p: p.write_text(report, encoding="utf-8"))
+    atomic_file(out / METRICS_FILE,
                   lambda p: p.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8"))
     return metrics
 
@@ -1388,6 +1377,6 @@ def choose_threshold(run_dir: str | Path, index_dir: str | Path | None = None, *
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "history": history,
     }
-    _write_atomic(run / THRESHOLD_FILE,
+    atomic_file(run / THRESHOLD_FILE,
                   lambda tmp: tmp.write_text(json.dumps(record, indent=2), encoding="utf-8"))
     return record

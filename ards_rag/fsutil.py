@@ -1,4 +1,4 @@
-"""Atomic folder writes: an index or run folder appears whole or not at all.
+"""Atomic writes: an index or run folder, or an output file, appears whole or not at all.
 
 A new folder is built beside its target under a hidden temporary name, then swapped in with two
 renames; the previous folder is removed only after the new one is in place. A failure or an
@@ -12,8 +12,9 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -39,6 +40,20 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     os.replace(tmp, target)
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_file(path: str | Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path`` (parent folders created), then
+    rename it over ``path``: a failed or interrupted write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _chmod_like_mkdir(path: Path) -> None:

@@ -745,21 +745,20 @@ def write_contexts_jsonl(
     """
     from tqdm.auto import tqdm
 
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from .fsutil import atomic_file
+
     ids = retriever.index.patient_ids() if patient_ids is None else [str(p) for p in patient_ids]
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     n = 0
-    try:
+
+    def write(tmp: Path) -> None:
+        nonlocal n
         with open(tmp, "w", encoding="utf-8") as fh:
             for ctx in tqdm(retriever.iter_contexts(ids), total=len(ids), desc="contexts", unit="patient",
                             disable=not progress, file=_stderr(), leave=False):
                 fh.write(json.dumps(ctx.to_record(), ensure_ascii=False) + "\n")
                 n += 1
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_file(out_path, write)
     return n
 
 
