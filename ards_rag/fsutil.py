@@ -42,6 +42,26 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def foreign_contents(target: str | Path, markers: tuple[str, ...]) -> str | None:
+    """What replacing ``target`` would destroy, when it is not a folder of the kind being written.
+
+    ``None`` when ``target`` is absent, an empty folder, or a folder holding one of ``markers``
+    (file names that every folder of that kind has, e.g. an index's ``manifest.json``).
+    Otherwise a short description of what it holds, for an error message: a file, or a folder of
+    other things (a run folder given as ``--index``, a folder of the user's own files).
+    """
+    target = Path(target)
+    if not target.exists() and not target.is_symlink():
+        return None
+    if not target.is_dir():
+        return "a file"
+    names = sorted(p.name for p in target.iterdir())
+    if not names or any((target / m).exists() for m in markers):
+        return None
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return f"other files ({shown})"
+
+
 def atomic_file(path: str | Path, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path`` (parent folders created), then
     rename it over ``path``: a failed or interrupted write leaves the previous file intact."""

@@ -49,7 +49,7 @@ from .embedding import (
     resolve_embedder_path,
 )
 from .errors import ConfigError, IndexStoreError, ManifestMismatchError
-from .fsutil import atomic_dir, file_sha256, recover
+from .fsutil import atomic_dir, file_sha256, foreign_contents, recover
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +265,11 @@ def _build(
             except IndexStoreError as exc:  # mismatch or damage: rebuild from scratch
                 reason = str(exc)
                 previous = None
-        elif index_dir.exists() and any(index_dir.iterdir()):
-            reason = f"{index_dir} holds no complete index"
+        elif (held := foreign_contents(index_dir, (MANIFEST_FILE,))) is not None:
+            # Index writes are atomic, so this is not a broken index but something else: a run
+            # folder or the user's own files, which replacing would destroy.
+            raise IndexStoreError(f"{index_dir} is not an index: it holds {held}; pass a new or "
+                                  "empty folder to --index, or an existing index")
 
     stages: dict[str, float] = {"prepare": time.perf_counter() - t0}
     # Stages overlap: notes.parquet is written while chunking runs (worker processes for big

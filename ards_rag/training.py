@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 
 from .config import Config, save_config
-from .errors import ConfigError, TrainingError
-from .fsutil import atomic_dir
+from .errors import ConfigError, RunError, TrainingError
+from .fsutil import atomic_dir, foreign_contents
 from .prompt import (
     answer_tokens,
     context_budget,
@@ -52,6 +52,8 @@ from .prompt import (
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
+# Files every run folder has: a folder holding none of them is not replaced by a run.
+RUN_MARKERS = ("summary.json", "split.csv")
 _SPLIT_CODE = {"train": 0, "validation": 1, "test": 2}  # Ludwig's fixed-split codes
 SPLIT_COLUMN = "split"
 KEY_PACKAGES = ("ards-rag", "ludwig", "torch", "transformers", "peft", "bitsandbytes",
@@ -566,7 +568,9 @@ def train(
     print progress to stderr (True), stay quiet (False), or a callable receiving each message.
 
     Raises :class:`TrainingError` when the index holds no labeled patient or one class only,
-    :class:`ModelError` for a missing base model, :class:`ConfigError` for bad settings.
+    :class:`ModelError` for a missing base model, :class:`ConfigError` for bad settings,
+    :class:`RunError` when ``run_dir`` exists and holds something other than a run (an index, a
+    file): it would be replaced.
     """
     from .index import NotesIndex
     from .models import load_tokenizer, resolve_base_model
@@ -592,6 +596,11 @@ def train(
     if zero_shot:
         views = 1
     check_ludwig_keys(cfg)
+    run = Path(run_dir) if run_dir is not None else default_run_dir()
+    held = foreign_contents(run, RUN_MARKERS)
+    if held is not None:
+        raise RunError(f"{run} is not a run folder: it holds {held}; pass a new folder to --run "
+                       "(an existing run there is replaced)")
 
     # -- inputs: index, labels, model, budget -----------------------------------------------
     index = NotesIndex.load(index_dir, expect=cfg)
@@ -663,7 +672,6 @@ def train(
     quant = lcfg.get("quantization")
     quant_desc = f"{quant.get('bits')}-bit" if isinstance(quant, dict) and quant.get("bits") else "none"
 
-    run = Path(run_dir) if run_dir is not None else default_run_dir()
     say(f"{len(train_rows)} training rows, {int((rows[SPLIT_COLUMN] == 1).sum())} validation rows; "
         f"{'zero-shot' if zero_shot else f'{epochs} epoch(s)'} -> {run}")
 

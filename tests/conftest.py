@@ -43,8 +43,9 @@ def smollm2_tokenizer(smollm2_tokenizer_dir: Path):  # noqa: ANN201 - a transfor
     return AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir))
 
 
-def build_tiny_llama(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
-    """Save a 2-layer, 32-wide random LlamaForCausalLM with the given tokenizer to ``out_dir``."""
+def build_tiny_llama(out_dir: Path, tokenizer_dir: Path, seed: int = 0, hidden_size: int = 32) -> Path:
+    """Save a 2-layer, ``hidden_size``-wide (default 32) random LlamaForCausalLM with the given
+    tokenizer to ``out_dir``."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -52,8 +53,8 @@ def build_tiny_llama(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -73,6 +74,14 @@ def build_tiny_llama(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir: Path) -> Path:
     """Folder of a tiny random Llama with the SmolLM2 tokenizer: a valid Ludwig ``base_model``."""
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama64_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir: Path) -> Path:
+    """The same, 64 wide, for 4-bit tests: bitsandbytes quantizes in blocks of 64 inputs, and on a
+    CPU with AVX-512 bf16 its inference path repacks weights per block, which fails for a layer
+    narrower than one block (32 inputs: "shape '[32, 0]' is invalid"). Real models are far wider."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama64"), smollm2_tokenizer_dir, hidden_size=64)
 
 
 # ------------------------------------------------------------------- a small index and a run

@@ -279,6 +279,21 @@ def test_update_index_without_labels_keeps_the_stored_ones(tmp_path, embedder, c
     assert pd.isna(labels["Z1"]) and len(labels) == 4
 
 
+def test_a_folder_that_is_not_an_index_is_never_replaced(tmp_path, embedder, cfg):
+    """`--index` pointing at a run folder (or any folder of other files) is refused and left as
+    it was, instead of being replaced by an index."""
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    with pytest.raises(IndexStoreError, match=r"run is not an index: it holds other files \(model, summary\.json\)"):
+        build_index(make_table(make_notes(2, 2, seed=3)), run, cfg, progress=False, embedder=embedder)
+    assert sorted(p.name for p in run.iterdir()) == ["model", "summary.json"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    build_index(make_table(make_notes(2, 2, seed=3)), empty, cfg, progress=False, embedder=embedder)
+    assert (empty / "manifest.json").exists()
+
+
 def test_changed_chunking_rebuilds_everything(tmp_path, embedder, cfg, counter):
     d = tmp_path / "idx"
     notes = make_notes(2, 2, seed=9)

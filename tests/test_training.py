@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from ards_rag.config import resolve_config
-from ards_rag.errors import ConfigError, ModelError, TrainingError
+from ards_rag.errors import ConfigError, ModelError, RunError, TrainingError
 from ards_rag.training import (
     adapter_only_checkpoints,
     ludwig_config,
@@ -30,6 +30,20 @@ RUN_FILES = {"model", "config.yaml", "split.csv", "index_manifest.json", "traini
 
 
 # ------------------------------------------------------------------------------------ split
+
+
+def test_a_folder_that_is_not_a_run_is_never_replaced_by_one(tmp_path: Path, small_index_dir: Path) -> None:
+    """`--run` pointing at the index (or any folder of other files) stops before any work, and
+    leaves that folder as it was; an empty folder or an earlier run may be (re)written."""
+    before = sorted(p.name for p in small_index_dir.iterdir())
+    with pytest.raises(RunError, match=r"is not a run folder: it holds other files \(.*manifest\.json"):
+        train(small_index_dir, resolve_config(), small_index_dir)
+    assert sorted(p.name for p in small_index_dir.iterdir()) == before
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="notes.txt"):
+        train(small_index_dir, resolve_config(), tmp_path)
+    with pytest.raises(RunError, match="it holds a file"):
+        train(small_index_dir, resolve_config(), tmp_path / "notes.txt")
 
 
 def _labels(n_pos: int, n_neg: int) -> pd.DataFrame:
@@ -232,7 +246,7 @@ def _adapter_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("bits", [None, pytest.param(4, marks=pytest.mark.slow)])
 def test_ludwig_restores_the_best_checkpoint(tmp_path: Path, tiny_llama_dir: Path, smollm2_tokenizer,  # noqa: ANN001
-                                             bits: int | None) -> None:
+                                             bits: int | None, request: pytest.FixtureRequest) -> None:
     """Real Ludwig training with a learning rate that diverges after the first epoch: the model
     Ludwig returns holds the adapter of the best validation loss, not the last one."""
     from ludwig.api import LudwigModel
@@ -249,8 +263,9 @@ def test_ludwig_restores_the_best_checkpoint(tmp_path: Path, tiny_llama_dir: Pat
             Recorder.last = _adapter_snapshot(trainer.model)
 
     extra = {"quantization": {"bits": bits}} if bits else {}
-    cfg = tiny_config(tiny_llama_dir, trainer={"epochs": 3, "batch_size": 4, "learning_rate": 0.5}, **extra)
-    lc = ludwig_config(cfg, str(tiny_llama_dir), smollm2_tokenizer)
+    base = request.getfixturevalue("tiny_llama64_dir") if bits else tiny_llama_dir  # see that fixture
+    cfg = tiny_config(base, trainer={"epochs": 3, "batch_size": 4, "learning_rate": 0.5}, **extra)
+    lc = ludwig_config(cfg, str(base), smollm2_tokenizer)
     rows = pd.DataFrame({"context": [f"note {i} " * (5 + i) for i in range(12)],
                          "label": ["true", "false"] * 6, "split": [0] * 8 + [1] * 4})
     model = LudwigModel(lc, logging_level=logging.ERROR, backend="local", callbacks=[Recorder()])
@@ -378,14 +393,14 @@ def test_probabilities_in_unit_interval(tiny_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_4bit_training_finishes_and_reloads(tmp_path: Path, tiny_llama_dir: Path, small_index_dir: Path) -> None:
+def test_4bit_training_finishes_and_reloads(tmp_path: Path, tiny_llama64_dir: Path, small_index_dir: Path) -> None:
     """The Ludwig 0.17.10 crash at the end of 4-bit training, as a regression test (CPU 4-bit)."""
     import bitsandbytes as bnb
 
     from ards_rag.prediction import Scorer
 
     quant = {"bits": 4, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "float32"}
-    cfg = tiny_config(tiny_llama_dir, quantization=quant,
+    cfg = tiny_config(tiny_llama64_dir, quantization=quant,
                       trainer={"epochs": 2, "batch_size": 4, "eval_batch_size": 8})
     report = train(small_index_dir, cfg, tmp_path / "q4", progress=False)
     assert report.quantization == "4-bit" and report.best_epoch in (1, 2)
