@@ -350,12 +350,12 @@ def predict(
         click.echo(f"Indexed the notes of {len(new_ids)} patient(s) from {new_notes} in {index_dir}: "
                    f"{report.patients_added} new, {known} already there (stored labels kept unless "
                    "the file gives one).", err=True)
-    if out_path:
-        _check_writable(out_path)  # before the scoring, not after it
     if patient_id:
         result = prediction.predict_one(run, index_dir, str(patient_id), precision=precision)
         click.echo(json.dumps(result, indent=2) if as_json else prediction.format_prediction(result))
         return
+    if out_path:
+        _check_writable(out_path)  # before the scoring, not after it
     ids = prediction.select_patients(
         run, index_dir, unlabeled=unlabeled, all_patients=all_patients,
         patients_file=patients_file, new_ids=new_ids,

@@ -17,6 +17,7 @@ with ``--config`` is deep-merged over it (mappings merge, lists and scalars repl
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -173,8 +174,6 @@ def check_keys(cfg: Config, where: str | Path = "config") -> None:
     not a mapping, so that a typo (``retrieval.fusoin``) stops before an index or a run is built
     instead of silently keeping the default. Raises :class:`ConfigError` naming the key, with the
     closest known key when there is one."""
-    import difflib
-
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"{where}: seed must be an integer (got {seed!r})")
@@ -182,13 +181,24 @@ def check_keys(cfg: Config, where: str | Path = "config") -> None:
         value = cfg.get(section)
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {section} must be a mapping of settings (got {value!r})")
-        known = list(DEFAULTS[section])
-        for key in value:
-            if key in known:
-                continue
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean {section}.{close[0]}?" if close else f"known: {', '.join(known)}"
+        unknown = first_unknown_key(value, DEFAULTS[section])
+        if unknown is not None:
+            key, close = unknown
+            hint = f"did you mean {section}.{close}?" if close else f"known: {', '.join(DEFAULTS[section])}"
             raise ConfigError(f"{where}: unknown setting {section}.{key} ({hint})")
+
+
+def first_unknown_key(section: Config, known: Iterable[str]) -> tuple[str, str | None] | None:
+    """The first key of ``section`` not in ``known`` and the closest known key (``None`` when
+    none is close); ``None`` when every key is known."""
+    import difflib
+
+    known = list(known)
+    for key in section:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            return str(key), (close[0] if close else None)
+    return None
 
 
 def read_yaml(path: str | Path) -> Config:

@@ -194,12 +194,9 @@ def update_index(
     new_labels["patient_id"] = new_labels["patient_id"].astype(str)
     # An empty label is no label given: new notes of a labeled patient (new notes to score
     # rarely carry labels) must not erase the label it was trained or split with.
-    given = new_labels[new_labels["label"].notna()]
-    unseen = new_labels[new_labels["label"].isna() & ~new_labels["patient_id"].isin(set(old_labels["patient_id"]))]
-    labels = pd.concat(
-        [old_labels[~old_labels["patient_id"].isin(set(given["patient_id"]))], given, unseen],
-        ignore_index=True,
-    )
+    merged = (new_labels.set_index("patient_id")["label"]
+              .combine_first(old_labels.set_index("patient_id")["label"]))
+    labels = merged.rename("label").rename_axis("patient_id").reset_index()
     source = getattr(table, "source", None)
     return _build(notes, labels, source, index_dir, cfg, progress=progress, embedder=embedder,
                   merge=True, previous=old, labels_source=getattr(table, "labels_source", None))

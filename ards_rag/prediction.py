@@ -20,13 +20,16 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .errors import ManifestMismatchError, RunError, UnknownPatientError
 from .prompt import ANSWERS, input_column, input_max_length, ludwig_template, output_column
+
+if TYPE_CHECKING:
+    from .index import IndexReport
 
 logger = logging.getLogger(__name__)
 
@@ -556,7 +559,7 @@ def ludwig_generate(run_dir: str | Path, contexts: Sequence[str]) -> list[str]:
     return get_scorer(run_dir).generate(contexts)
 
 
-def add_notes_to_index(run_dir: str | Path, index_dir: str | Path, table: Any) -> tuple[list[str], Any]:
+def add_notes_to_index(run_dir: str | Path, index_dir: str | Path, table: Any) -> tuple[list[str], IndexReport]:
     """Merge a notes table (new patients, or new notes of known ones) into the index, with the
     run's embedder and chunking; return the ids of the patients in ``table`` and the index's
     :class:`~ards_rag.index.IndexReport` (``patients_added``: those it did not hold before)."""

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import Config, save_config
+from .config import Config, first_unknown_key, save_config
 from .errors import ConfigError, RunError, TrainingError
 from .fsutil import atomic_dir, foreign_contents
 from .prompt import (
@@ -192,8 +192,6 @@ def check_ludwig_keys(cfg: Config) -> None:
     ``trainer.epoch``), which Ludwig 0.17 would drop silently and train with its default. The
     known keys are Ludwig's own schema's (LLM model config, fine-tune trainer). Raises
     :class:`ConfigError` naming the key and the closest known one."""
-    import difflib
-
     from ludwig.schema.model_types.llm import LLMModelConfig
     from ludwig.schema.trainer import FineTuneTrainerConfig
 
@@ -207,11 +205,11 @@ def check_ludwig_keys(cfg: Config) -> None:
     if trainer.get("type", "finetune") == "finetune":
         checks.append(("ludwig.trainer", trainer, FineTuneTrainerConfig.model_fields))
     for where, section, known in checks:
-        for key in section:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), list(known), n=1)
-                hint = f"; did you mean {where}.{close[0]}?" if close else ""
-                raise ConfigError(f"unknown Ludwig setting {where}.{key}{hint}")
+        unknown = first_unknown_key(section, known)
+        if unknown is not None:
+            key, close = unknown
+            hint = f"; did you mean {where}.{close}?" if close else ""
+            raise ConfigError(f"unknown Ludwig setting {where}.{key}{hint}")
 
 
 def ludwig_config(cfg: Config, base_model_path: str, tokenizer: Any, *, zero_shot: bool = False) -> dict[str, Any]:
