@@ -315,6 +315,9 @@ def train(
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
               help="CSV output for batch predictions.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--generated", is_flag=True,
+              help="Also run Ludwig's own predict and show its generated answer, checked against "
+                   "the score (one generation per patient: slow).")
 @precision_option
 @run_option
 @index_option
@@ -328,6 +331,7 @@ def predict(
     new_notes: str | None,
     out_path: str | None,
     as_json: bool,
+    generated: bool,
     precision: str,
     run_dir: str | None,
     index_dir: str,
@@ -351,7 +355,8 @@ def predict(
                    f"{report.patients_added} new, {known} already there (stored labels kept unless "
                    "the file gives one).", err=True)
     if patient_id:
-        result = prediction.predict_one(run, index_dir, str(patient_id), precision=precision)
+        result = prediction.predict_one(run, index_dir, str(patient_id), precision=precision,
+                                        generate=generated)
         click.echo(json.dumps(result, indent=2) if as_json else prediction.format_prediction(result))
         return
     if out_path:
@@ -360,7 +365,10 @@ def predict(
         run, index_dir, unlabeled=unlabeled, all_patients=all_patients,
         patients_file=patients_file, new_ids=new_ids,
     )
-    frame = prediction.predict_patients(run, index_dir, ids, precision=precision)
+    frame = prediction.predict_patients(run, index_dir, ids, precision=precision, generate=generated)
+    if generated:
+        click.echo(f"Ludwig's generated answer agreed with the score's more likely answer for "
+                   f"{int(frame['generated_agrees'].sum())} of {len(frame)} patient(s).", err=True)
     if out_path:
         atomic_file(out_path, lambda tmp: frame.to_csv(tmp, index=False))
         click.echo(f"Wrote {len(frame)} predictions to {out_path}.")

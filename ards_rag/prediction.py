@@ -282,12 +282,64 @@ class Scorer:
                 out[idx] = p_true
         return out
 
-    def generate(self, contexts: Sequence[str]) -> list[str]:
-        """Ludwig's own ``predict`` (one greedy generation per row): the decoded answer text."""
+    def ludwig_predict(self, contexts: Sequence[str]) -> pd.DataFrame:
+        """Ludwig's own ``predict`` frame (one greedy generation per row: ``<out>_predictions``
+        tokens, ``<out>_response`` text, ...).
+
+        Ludwig cuts a prompt at the longest *training* prompt, which would drop the answer cue of
+        a longer context that still fits the budget; it reads the prompt the scorer reads here
+        (cut at the config's limit), so that its answer and the score come from the same input.
+        Ludwig leaves the model in training mode (dropout on); it is put back in eval mode, or
+        every later score would be noisy.
+        """
         frame = pd.DataFrame({self.input_name: list(contexts)})
-        preds, _ = self.ludwig_model.predict(dataset=frame, skip_save_predictions=True)
-        column = f"{output_column(self.cfg)}_response"
-        return [str(v).strip() for v in preds[column].tolist()]
+        meta = self.ludwig_model.training_set_metadata[self.input_name]
+        recorded = meta["max_sequence_length"]
+        meta["max_sequence_length"] = self.max_input_tokens
+        try:
+            preds, _ = self.ludwig_model.predict(dataset=frame, skip_save_predictions=True)
+        finally:
+            meta["max_sequence_length"] = recorded
+            self.model.eval()
+        return preds
+
+    def generate(self, contexts: Sequence[str]) -> list[str]:
+        """Ludwig's generated answer text for each context (:meth:`ludwig_predict`)."""
+        preds = self.ludwig_predict(contexts)
+        return [str(v).strip() for v in preds[f"{output_column(self.cfg)}_response"].tolist()]
+
+    def generated_answers(self, contexts: Sequence[str], probabilities: Sequence[float]) -> list[dict[str, Any]]:
+        """Ludwig's generated answer for each context, checked against the score.
+
+        Greedy generation answers with the most likely first answer token. When that token is
+        one of the two the score compares (``scored_token``), the answer is ``true`` exactly when
+        P("true") >= 0.5 (``most_likely``), whatever the run's threshold. ``agrees`` is False
+        when the answer differs from ``most_likely`` or is neither answer (``answer`` None); a
+        first token outside the two (``True``, a newline) means a model not trained enough to
+        answer in the form it was trained on.
+        """
+        preds = self.ludwig_predict(contexts)
+        out_name = output_column(self.cfg)
+        k = len(self.answer_prefix)
+        scored = {self.tokenizer.decode([i]) for i in self.candidate_ids}
+        out = []
+        for text, tokens, p in zip(preds[f"{out_name}_response"], preds[f"{out_name}_predictions"],
+                                   probabilities, strict=True):
+            text = str(text).strip()
+            answer = parse_answer(text)
+            likely = ANSWERS[0] if float(p) >= 0.5 else ANSWERS[1]
+            first = str(tokens[k]) if len(tokens) > k else ""
+            out.append({"text": text, "answer": answer, "most_likely": likely,
+                        "agrees": answer == likely, "scored_token": first in scored})
+        return out
+
+
+def parse_answer(text: str) -> str | None:
+    """``"true"`` or ``"false"`` when a generated text is that answer (case, surrounding blanks and
+    trailing punctuation ignored, as in ``"True."``), else None."""
+    words = str(text).strip().lower().split(maxsplit=1)
+    head = words[0].rstrip(".,;:!") if words else ""
+    return head if head in ANSWERS else None
 
 
 @contextlib.contextmanager
@@ -383,6 +435,7 @@ def predict_patients(
     batch_size: int = DEFAULT_BATCH_SIZE,
     scorer: Scorer | None = None,
     precision: str = "model",
+    generate: bool = False,
 ) -> pd.DataFrame:
     """Score patients with the run: ``patient_id, prediction, probability, evidence_note_ids``.
 
@@ -391,6 +444,9 @@ def predict_patients(
     settings; ``prediction`` is ``probability >= threshold`` (the run's ``threshold.json``);
     ``evidence_note_ids`` are the notes of the passages the model read, strongest first, joined
     by ``;``. Unknown ids raise :class:`UnknownPatientError`. ``precision``: see :class:`Scorer`.
+    ``generate``: also run Ludwig's own ``predict`` on each context (slow: one generation per
+    patient) and add ``generated`` (its answer text) and ``generated_agrees``
+    (:meth:`Scorer.generated_answers`).
     """
     from .retrieval import Retriever
 
@@ -415,16 +471,23 @@ def predict_patients(
     parts: list[np.ndarray] = []
     pending: list[str] = []
     evidence: list[str] = []
+    generated: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        parts.append(scorer.score(pending, batch_size=batch_size))
+        if generate:
+            generated.extend(scorer.generated_answers(pending, parts[-1]))
+        pending.clear()
+
     for ctx in retriever.iter_contexts(ids):
         pending.append(ctx.text)
         evidence.append(";".join(ctx.note_ids))
         if len(pending) == window:
-            parts.append(scorer.score(pending, batch_size=batch_size))
-            pending = []
+            flush()
     if pending:
-        parts.append(scorer.score(pending, batch_size=batch_size))
+        flush()
     probs = np.concatenate(parts) if parts else np.array([], dtype=float)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "patient_id": ids,
             "prediction": [bool(p >= threshold) for p in probs],
@@ -432,11 +495,18 @@ def predict_patients(
             "evidence_note_ids": evidence,
         }
     )
+    if generate:
+        frame["generated"] = [g["text"] for g in generated]
+        frame["generated_agrees"] = [g["agrees"] for g in generated]
+    return frame
 
 
 def predict_one(run_dir: str | Path, index: Any, patient_id: str, *, evidence_chars: int = 200,
-                precision: str = "model") -> dict[str, Any]:
-    """One patient's answer with its evidence (for ``ards-rag predict --patient-id``)."""
+                precision: str = "model", generate: bool = False) -> dict[str, Any]:
+    """One patient's answer with its evidence (for ``ards-rag predict --patient-id``).
+
+    ``generate``: also run Ludwig's own ``predict`` on the context and add its answer under
+    ``generated`` (:meth:`Scorer.generated_answers`)."""
     from .prompt import context_budget
     from .retrieval import Retriever
 
@@ -460,7 +530,7 @@ def predict_one(run_dir: str | Path, index: Any, patient_id: str, *, evidence_ch
             "score": psg.get("score"),
             "snippet": text if len(text) <= evidence_chars else text[: evidence_chars - 3] + "...",
         })
-    return {
+    result = {
         "patient_id": str(patient_id),
         "prediction": bool(p >= threshold),
         "answer": "true" if p >= threshold else "false",
@@ -469,6 +539,9 @@ def predict_one(run_dir: str | Path, index: Any, patient_id: str, *, evidence_ch
         "run": str(run),
         "evidence": evidence,
     }
+    if generate:
+        result["generated"] = scorer.generated_answers([ctx.text], [p])[0]
+    return result
 
 
 def format_prediction(result: dict[str, Any]) -> str:
@@ -485,7 +558,26 @@ def format_prediction(result: dict[str, Any]) -> str:
         )
         lines.append(f"  [{score}] {head}")
         lines.append(f"          {e['snippet']}")
+    if "generated" in result:
+        lines.append(_format_generated(result))
     return "\n".join(lines)
+
+
+def _format_generated(result: dict[str, Any]) -> str:
+    g = result["generated"]
+    line = f"Ludwig's generated answer: {g['text']!r}"
+    if not g["agrees"]:
+        line += (f": does not agree with the model's more likely answer ({g['most_likely']}, "
+                 f"P(ARDS) {result['probability']:.3f} against 0.5)")
+        if not g.get("scored_token", True):
+            line += ("; its first token is neither of the two answers the score compares: "
+                     "the model answers in another form than it was trained on (train it longer)")
+        return line
+    line += f": the model's more likely answer (P(ARDS) {'>=' if g['answer'] == 'true' else '<'} 0.5)"
+    if g["answer"] != result["answer"]:
+        line += (f"; the run's threshold {result['threshold']:.3f} (chosen on validation) "
+                 f"makes the answer {result['answer']}")
+    return line
 
 
 def select_patients(
@@ -552,11 +644,6 @@ def read_patient_ids(path: str | Path, known: Sequence[str] = ()) -> list[str]:
     if not ids:
         raise InputError(f"{p}: no patient ids (one per line, or a CSV with a patient_id column)")
     return ids
-
-
-def ludwig_generate(run_dir: str | Path, contexts: Sequence[str]) -> list[str]:
-    """Ludwig's own generated answer text for each context (slow: one sample at a time)."""
-    return get_scorer(run_dir).generate(contexts)
 
 
 def add_notes_to_index(run_dir: str | Path, index_dir: str | Path, table: Any) -> tuple[list[str], IndexReport]:

@@ -104,17 +104,14 @@ def run_one(args: argparse.Namespace, seq_len: str) -> list[dict[str, Any]]:
 
     n_lud = min(args.ludwig_rows, len(contexts))
     if n_lud:
-        rows = pd.DataFrame({"context": contexts[:n_lud]})
-        model.predict(dataset=rows.iloc[:1], skip_save_predictions=True)  # warm-up
+        scorer.generate(contexts[:1])  # warm-up
         sync()
         t = time.perf_counter()
-        preds, _ = model.predict(dataset=rows, skip_save_predictions=True)
+        checked = scorer.generated_answers(contexts[:n_lud], probs[:n_lud])  # LudwigModel.predict
         sync()
         dt = time.perf_counter() - t
-        answers = [str(v).strip().lower() for v in preds["label_response"].tolist()]
-        ours = ["true" if q >= 0.5 else "false" for q in probs[:n_lud]]
-        parsed = [a for a in answers if a in ("true", "false")]
-        agree = sum(a == b for a, b in zip(answers, ours, strict=True))
+        parsed = [g for g in checked if g["answer"] is not None]
+        agree = sum(g["agrees"] for g in checked)
         out.append({**common, "benchmark": "predict_speed", "method": "LudwigModel.predict",
                     "batch_size": int(lc["trainer"].get("eval_batch_size", 1)), "rows": n_lud,
                     "seconds": round(dt, 3), "patients_per_s": round(n_lud / dt, 2),

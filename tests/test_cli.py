@@ -188,6 +188,25 @@ def test_predict_new_notes_unlabeled_batch(tiny_run: Path, small_index_dir: Path
     assert stored["NEWP000"] == True and pd.isna(stored["NEWP001"])  # noqa: E712
 
 
+def test_predict_generated_shows_ludwigs_answer(tiny_run: Path, small_index_dir: Path, tmp_path: Path) -> None:
+    """`--generated`: Ludwig's own answer beside the score, in JSON and in batch output."""
+    code, answer, out = invoke_json("predict", "--run", str(tiny_run), "--index", str(small_index_dir),
+                                    "--patient-id", "P003", "--json", "--generated")
+    assert code == 0, out
+    assert set(answer["generated"]) == {"text", "answer", "most_likely", "agrees", "scored_token"}
+    ids = tmp_path / "ids.txt"
+    ids.write_text("P003\nP001\n")
+    preds = tmp_path / "preds.csv"
+    code, out = invoke("predict", "--run", str(tiny_run), "--index", str(small_index_dir),
+                       "--patients", str(ids), "--generated", "--out", str(preds))
+    assert code == 0, out
+    frame = pd.read_csv(preds, dtype={"patient_id": str})
+    assert frame["patient_id"].tolist() == ["P003", "P001"]
+    assert list(frame.columns)[-2:] == ["generated", "generated_agrees"]
+    agreed = int(frame["generated_agrees"].sum())
+    assert f"agreed with the score's more likely answer for {agreed} of 2 patient(s)" in out
+
+
 def test_predict_and_evaluate_in_fp8(tiny_run: Path, small_index_dir: Path, tmp_path: Path) -> None:
     """`--precision fp8` scores with FP8 weights; close to the run's own answer, and the report
     says which precision it used."""

@@ -17,6 +17,7 @@ from ards_rag.prediction import (
     Scorer,
     format_prediction,
     get_scorer,
+    parse_answer,
     predict_one,
     predict_patients,
     read_patient_ids,
@@ -99,6 +100,78 @@ def test_predict_patients_frame(tiny_run: Path, small_index_dir: Path) -> None:
     for e in one["evidence"]:  # every passage read is shown with its note id and snippet
         assert any(e["note_id"] in line for line in shown)
         assert any(e["snippet"] in line for line in shown)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("true", "true"), (" False.", "false"), ("TRUE\n", "true"), ("true false", "true"),
+    ("truest", None), ("", None), ("\n\n", None), ("no", None), ("not true", None),
+])
+def test_parse_answer(text: str, expected: str | None) -> None:
+    assert parse_answer(text) == expected
+
+
+def test_ludwigs_generation_starts_with_the_scorers_top_token(scorer: Scorer) -> None:
+    """Ludwig's own predict, on the same contexts, generates first the token that the scorer's
+    forward pass ranks first over the whole vocabulary: the two read the same prompt, so a
+    generated true/false is the score's more likely answer (P(ARDS) >= 0.5 or < 0.5). Contexts
+    longer than the longest training prompt included: Ludwig alone would cut off their cue."""
+    contexts = CONTEXTS[:4]
+    preds = scorer.ludwig_predict(contexts)
+    for context, tokens in zip(contexts, preds["label_predictions"], strict=True):
+        ids = torch.tensor([scorer.prompt_ids(context)])
+        with torch.inference_mode():
+            logits = scorer.model(input_ids=ids).logits[0, -1].float()
+        # the tiny random model's logits are nearly flat: accept any token tied with the top one
+        near_top = torch.nonzero(logits >= logits.max() - 1e-4).flatten().tolist()
+        assert tokens[0] in [scorer.tokenizer.decode([i]) for i in near_top]
+    assert scorer.ludwig_model.training_set_metadata["context"]["max_sequence_length"] < len(
+        scorer.prompt_ids(CONTEXTS[1]))  # Ludwig's own limit is restored
+
+
+def test_scores_after_ludwigs_predict_are_unchanged(scorer: Scorer) -> None:
+    """Ludwig's predict leaves the model in training mode (LoRA dropout on): scores after it
+    must be the scores before it."""
+    before = scorer.score(CONTEXTS, batch_size=2)
+    scorer.generate(CONTEXTS[:1])
+    assert not scorer.model.training
+    np.testing.assert_allclose(scorer.score(CONTEXTS, batch_size=3), before, atol=1e-6)
+
+
+def test_generated_answer_is_shown_and_checked(tiny_run: Path, small_index_dir: Path) -> None:
+    ids = ["P003", "P000"]
+    frame = predict_patients(tiny_run, small_index_dir, ids, generate=True)
+    assert list(frame.columns) == ["patient_id", "prediction", "probability", "evidence_note_ids",
+                                   "generated", "generated_agrees"]
+    one = predict_one(tiny_run, small_index_dir, "P003", generate=True)
+    g = one["generated"]
+    assert g["text"] == frame["generated"].iloc[0]
+    assert g["most_likely"] == ("true" if one["probability"] >= 0.5 else "false")
+    # the barely trained tiny model answers with neither answer token: reported as such, never
+    # taken as agreement
+    assert g["answer"] is None and g["scored_token"] is False
+    assert g["agrees"] is False and not frame["generated_agrees"].any()
+    assert "its first token is neither of the two answers the score compares" in format_prediction(one)
+
+
+@pytest.mark.parametrize(("p", "threshold", "text", "expected"), [
+    (0.8, 0.5, "true", "Ludwig's generated answer: 'true': the model's more likely answer (P(ARDS) >= 0.5)"),
+    (0.4, 0.342, "false", "Ludwig's generated answer: 'false': the model's more likely answer "
+                          "(P(ARDS) < 0.5); the run's threshold 0.342 (chosen on validation) makes "
+                          "the answer true"),
+    (0.8, 0.5, "false", "Ludwig's generated answer: 'false': does not agree with the model's more "
+                        "likely answer (true, P(ARDS) 0.800 against 0.5)"),
+    (0.4, 0.5, "True", "Ludwig's generated answer: 'True': does not agree with the model's more "
+                       "likely answer (false, P(ARDS) 0.400 against 0.5); its first token is neither "
+                       "of the two answers the score compares: the model answers in another form "
+                       "than it was trained on (train it longer)"),
+])
+def test_generated_answer_line(p: float, threshold: float, text: str, expected: str) -> None:
+    answer = "true" if p >= threshold else "false"
+    likely = "true" if p >= 0.5 else "false"
+    result = {"patient_id": "A", "answer": answer, "probability": p, "threshold": threshold, "evidence": [],
+              "generated": {"text": text, "answer": parse_answer(text), "most_likely": likely,
+                            "agrees": parse_answer(text) == likely, "scored_token": text.islower()}}
+    assert format_prediction(result).splitlines()[-1] == expected
 
 
 def test_predict_patients_in_windows_with_context_workers(tiny_run: Path, small_index_dir: Path) -> None:
