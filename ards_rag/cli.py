@@ -41,7 +41,7 @@ def _quiet_libraries() -> None:
     import transformers
 
     for name in ("transformers", "ludwig", "sentence_transformers", "peft", "datasets", "torch",
-                 "torch.utils._pytree", "bitsandbytes", "kernels"):
+                 "torch.utils._pytree", "bitsandbytes", "kernels", "faiss"):
         logging.getLogger(name).setLevel(logging.ERROR)
     transformers.utils.logging.disable_progress_bar()
 
