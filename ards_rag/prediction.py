@@ -554,7 +554,7 @@ def format_prediction(result: dict[str, Any]) -> str:
     for e in result["evidence"]:
         score = f"{e['score']:.3f}" if isinstance(e.get("score"), (int, float)) else "-"
         head = " | ".join(
-            str(x) for x in (e["note_id"], e.get("charttime") or "", e.get("note_type") or "") if x
+            str(x) for x in (e["note_id"], e.get("charttime"), e.get("note_type"), e.get("section")) if x
         )
         lines.append(f"  [{score}] {head}")
         lines.append(f"          {e['snippet']}")

@@ -97,9 +97,10 @@ def test_predict_patients_frame(tiny_run: Path, small_index_dir: Path) -> None:
     shown = format_prediction(one).splitlines()
     assert shown[0].startswith(f"patient P003: {'true' if one['prediction'] else 'false'}")
     assert f"{one['probability']:.3f}" in shown[0]
-    for e in one["evidence"]:  # every passage read is shown with its note id and snippet
-        assert any(e["note_id"] in line for line in shown)
+    for e in one["evidence"]:  # every passage read is shown with its note id, section and snippet
+        assert any(e["note_id"] in line and (e["section"] or "") in line for line in shown)
         assert any(e["snippet"] in line for line in shown)
+    assert any(e["section"] for e in one["evidence"])
 
 
 @pytest.mark.parametrize(("text", "expected"), [
