@@ -308,7 +308,8 @@ class Scorer:
         preds = self.ludwig_predict(contexts)
         return [str(v).strip() for v in preds[f"{output_column(self.cfg)}_response"].tolist()]
 
-    def generated_answers(self, contexts: Sequence[str], probabilities: Sequence[float]) -> list[dict[str, Any]]:
+    def generated_answers(self, contexts: Sequence[str],
+                          probabilities: Sequence[float]) -> list[dict[str, Any]]:
         """Ludwig's generated answer for each context, checked against the score.
 
         Greedy generation answers with the most likely first answer token. When that token is
@@ -575,8 +576,7 @@ def _format_generated(result: dict[str, Any]) -> str:
         return line
     line += f": the model's more likely answer (P(ARDS) {'>=' if g['answer'] == 'true' else '<'} 0.5)"
     if g["answer"] != result["answer"]:
-        line += (f"; the run's threshold {result['threshold']:.3f} (chosen on validation) "
-                 f"makes the answer {result['answer']}")
+        line += f"; the run's threshold {result['threshold']:.3f} makes the answer {result['answer']}"
     return line
 
 
