@@ -9,6 +9,9 @@
 # and poll with calls shorter than the machine's idle release (30 s between calls), each one
 # copying what has finished back:  sleep 100; bash scripts/gpu_sweep.sh --collect "$OUT"
 # A lent machine can be taken back at any moment: a run's figures are safe only once collected.
+# --collect finds the WORKDIR of the last sweep started on the machine (/tmp/gpu_sweep.workdir)
+# and packs every finished run's JSON and CSV files and the logs into one collect.tgz beside
+# sweep.jsonl: a device call returns at most 8 files.
 #
 # The cohort and index are built once (WORKDIR/index), the packaged model is converted once, then
 # every VARIANT trains in its own process on the one GPU (expandable segments: about 24 GiB each
@@ -19,6 +22,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PATIENTS=${PATIENTS:-2000}
 SEED=${SEED:-0}
+if [ -z "${WORKDIR:-}" ] && [ "${1:-}" = "--collect" ] && [ -f /tmp/gpu_sweep.workdir ]; then
+  WORKDIR=$(cat /tmp/gpu_sweep.workdir)
+fi
 WORKDIR=${WORKDIR:-/tmp/sw}
 SITE=${SITE:-/tmp/site}
 DEVICE=${DEVICE:-cuda}
@@ -29,12 +35,15 @@ if [ "${1:-}" = "--collect" ]; then
   dest=${2:?usage: gpu_sweep.sh --collect DEST}
   mkdir -p "$dest"
   [ -f "$WORKDIR/sweep.jsonl" ] && cp "$WORKDIR/sweep.jsonl" "$dest/"
-  for run in "$WORKDIR"/runs/*/; do
-    [ -f "$run/metrics.json" ] || continue
-    name=$(basename "$run"); mkdir -p "$dest/$name"
-    cp "$run"/*.json "$run"/*.csv "$dest/$name/" 2>/dev/null
-  done
-  cp "$WORKDIR"/logs/*.log "$dest/" 2>/dev/null
+  (
+    cd "$WORKDIR" || exit 1
+    shopt -s nullglob
+    files=(logs)
+    for run in runs/*/; do  # finished runs only
+      [ -f "$run/metrics.json" ] && files+=("$run"*.json "$run"*.csv "$run"*.md)
+    done
+    tar -czf "$dest/collect.tgz" "${files[@]}" && echo "collected from $WORKDIR: ${files[*]}"
+  )
   command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
   ls "$WORKDIR/runs" 2>/dev/null
   exit 0
@@ -44,6 +53,7 @@ fi
 sweep=(python benchmarks/quality_sweep.py --patients "$PATIENTS" --seed "$SEED" --workdir "$WORKDIR"
        --device "$DEVICE" --no-ceiling)
 mkdir -p "$WORKDIR/logs"
+echo "$WORKDIR" > /tmp/gpu_sweep.workdir
 echo "$(date +%T) cohort + index"
 "${sweep[@]}" --no-llm > "$WORKDIR/logs/index.log" 2>&1 || { echo "index failed"; exit 1; }
 # one conversion before the parallel runs, which would otherwise all convert at once
