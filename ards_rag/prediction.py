@@ -297,7 +297,8 @@ class Scorer:
         recorded = meta["max_sequence_length"]
         meta["max_sequence_length"] = self.max_input_tokens
         try:
-            preds, _ = self.ludwig_model.predict(dataset=frame, skip_save_predictions=True)
+            with self._autocast():  # a quantized model on a GPU computes as it does when scored
+                preds, _ = self.ludwig_model.predict(dataset=frame, skip_save_predictions=True)
         finally:
             meta["max_sequence_length"] = recorded
             self.model.eval()

@@ -316,8 +316,11 @@ def test_zero_shot_and_truncate_runs(tmp_path: Path, tiny_llama_dir: Path, small
     cfg = yaml.safe_load((tmp_path / "zs" / "config.yaml").read_text())
     assert cfg["ludwig"]["trainer"] == {"type": "none"}
     assert cfg["retrieval"]["strategy"] == "truncate"
-    p = Scorer.from_run(tmp_path / "zs").score(["Note 1: lungs clear", "Note 1: bilateral opacities"])
+    scorer = Scorer.from_run(tmp_path / "zs")
+    contexts = ["Note 1: lungs clear", "Note 1: bilateral opacities"]
+    p = scorer.score(contexts)
     assert ((p >= 0) & (p <= 1)).all()
+    assert len(scorer.generated_answers(contexts, p)) == 2  # the base model answers through Ludwig too
 
 
 def test_full_fine_tuning_without_an_adapter(tmp_path: Path, tiny_llama_dir: Path, small_index_dir: Path) -> None:
@@ -407,5 +410,10 @@ def test_4bit_training_finishes_and_reloads(tmp_path: Path, tiny_llama64_dir: Pa
     scorer = Scorer.from_run(tmp_path / "q4")
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in scorer.model.modules())
     assert scorer.model.get_base_model().config._attn_implementation == "sdpa"  # not Ludwig's eager
-    p = scorer.score(["Note 1: lungs clear", "Note 1: diffuse bilateral opacities"])
+    contexts = ["Note 1: lungs clear", "Note 1: diffuse bilateral opacities"]
+    p = scorer.score(contexts)
     assert ((p >= 0) & (p <= 1)).all()
+    # Ludwig's own generation on the 4-bit model (predict --generated), scores unchanged after it
+    checked = scorer.generated_answers(contexts, p)
+    assert [g["most_likely"] for g in checked] == ["true" if q >= 0.5 else "false" for q in p]
+    np.testing.assert_allclose(scorer.score(contexts), p, atol=1e-6)
