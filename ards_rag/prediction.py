@@ -304,11 +304,6 @@ class Scorer:
             self.model.eval()
         return preds
 
-    def generate(self, contexts: Sequence[str]) -> list[str]:
-        """Ludwig's generated answer text for each context (:meth:`ludwig_predict`)."""
-        preds = self.ludwig_predict(contexts)
-        return [str(v).strip() for v in preds[f"{output_column(self.cfg)}_response"].tolist()]
-
     def generated_answers(self, contexts: Sequence[str],
                           probabilities: Sequence[float]) -> list[dict[str, Any]]:
         """Ludwig's generated answer for each context, checked against the score.

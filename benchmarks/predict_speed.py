@@ -104,7 +104,7 @@ def run_one(args: argparse.Namespace, seq_len: str) -> list[dict[str, Any]]:
 
     n_lud = min(args.ludwig_rows, len(contexts))
     if n_lud:
-        scorer.generate(contexts[:1])  # warm-up
+        scorer.ludwig_predict(contexts[:1])  # warm-up
         sync()
         t = time.perf_counter()
         checked = scorer.generated_answers(contexts[:n_lud], probs[:n_lud])  # LudwigModel.predict

@@ -133,7 +133,7 @@ def test_scores_after_ludwigs_predict_are_unchanged(scorer: Scorer) -> None:
     """Ludwig's predict leaves the model in training mode (LoRA dropout on): scores after it
     must be the scores before it."""
     before = scorer.score(CONTEXTS, batch_size=2)
-    scorer.generate(CONTEXTS[:1])
+    scorer.ludwig_predict(CONTEXTS[:1])
     assert not scorer.model.training
     np.testing.assert_allclose(scorer.score(CONTEXTS, batch_size=3), before, atol=1e-6)
 
@@ -170,7 +170,8 @@ def test_generated_answer_line(p: float, threshold: float, text: str, expected: 
     likely = "true" if p >= 0.5 else "false"
     result = {"patient_id": "A", "answer": answer, "probability": p, "threshold": threshold, "evidence": [],
               "generated": {"text": text, "answer": parse_answer(text), "most_likely": likely,
-                            "agrees": parse_answer(text) == likely, "scored_token": text.islower()}}
+                            "agrees": parse_answer(text) == likely,
+                            "scored_token": text in ("true", "false")}}
     assert format_prediction(result).splitlines()[-1] == expected
 
 
