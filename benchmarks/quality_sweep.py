@@ -119,6 +119,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # was epoch 1 (validation loss 0.178, then 0.265): half the compute (BENCHMARKS.md, 2026-12-07)
     "full_dxq_p2048_e1_max_day": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
         "retrieval": {"fusion": "max", "day_in_header": True}, "ludwig": {"trainer": {"epochs": 1}}}},
+    "full_dxq_p2048_e1_max_day_seed7": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
+        "seed": 7, "retrieval": {"fusion": "max", "day_in_header": True}, "ludwig": {"trainer": {"epochs": 1}}}},
     # the same two recipes on more patient-level splits (config seeds 7 and 11)
     "full_dxq_p2048_e2_max_day_seed7": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
         "seed": 7, "retrieval": {"fusion": "max", "day_in_header": True}}},
