@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -51,9 +52,43 @@ import numpy as np  # noqa: E402
 
 RANKERS = ("queries", "embedding_abs", "embedding_pos", "queries+embedding", "lexical_abs",
            "section_impression", "section_indication_impression", "compact", "no_dedup", "time_order",
-           "truncate")
+           "truncate", "queries+indications", "indications")
 SECTION_BOOSTS = {"section_impression": ("IMPRESSION",),
                   "section_indication_impression": ("INDICATION", "IMPRESSION")}
+
+
+_INDICATION = re.compile(r"^INDICATION:[ \t]*(.+?)(?=\n[ \t]*\n|\n[A-Z][A-Z /()]+:|\Z)", re.M | re.S)
+_AGE_SEX = re.compile(r"^(?:_+|\d+)?[- ]*(?:year[- ]old|y/?o|yo)?[ -]*(?:woman|man|female|male|[MF])?\b[ ,]*(?:with|w/)?\s*",
+                      re.I)
+
+
+def indication_digest(notes: Any, budget: int, counter: Any) -> str:
+    """The distinct INDICATION lines of a patient's notes in time order (``day 3: ...``), cut to
+    ``budget`` tokens: the reasons for every exam, which TF-IDF on all notes reads."""
+    import pandas as pd
+
+    times = pd.to_datetime(notes["charttime"], errors="coerce")
+    first = times.min()
+    seen: set[str] = set()
+    lines: list[str] = []
+    for text, t in zip(notes["text"].astype(str), times, strict=True):
+        m = _INDICATION.search(text)
+        if not m:
+            continue
+        line = _AGE_SEX.sub("", " ".join(m.group(1).split())).strip(" .")
+        key = re.sub(r"[^a-z0-9]+", " ", line.lower()).strip()
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        day = "" if pd.isna(t) or pd.isna(first) else f"day {int((t - first).days)}: "
+        lines.append(day + line)
+    out = "Reasons for the exams:"
+    for line in lines:
+        nxt = out + "\n" + line
+        if counter.count(nxt) > budget:
+            break
+        out = nxt
+    return out if lines else ""
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
@@ -132,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", default="1024", help="comma list of global_max_sequence_length values")
     ap.add_argument("--rankers", default=",".join(RANKERS), help=f"comma list of: {', '.join(RANKERS)}")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--digest-tokens", type=int, default=256,
+                    help="tokens of the context given to the indications digest (queries+indications)")
     args = ap.parse_args(argv)
     rankers = comma_choices(ap, args.rankers, RANKERS, "rankers")
 
@@ -177,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             for tr, te in folds:
                 train_ids = [pids[i] for i in tr]
                 texts: dict[str, str]
-                if name in ("queries", "compact", "no_dedup", "time_order", "truncate") or name in SECTION_BOOSTS:
+                if name in ("queries", "compact", "no_dedup", "time_order", "truncate", "queries+indications",
+                            "indications") or name in SECTION_BOOSTS:
                     if fixed is None:
                         fixed = {}
                         for p in pids:
@@ -185,6 +223,18 @@ def main(argv: list[str] | None = None) -> int:
                             if name == "truncate":
                                 fixed[p] = truncate_context(index.patient_notes(p), retriever.budget,
                                                             retriever.counter)[0]
+                            elif name == "indications":
+                                fixed[p] = indication_digest(index.patient_notes(p), retriever.budget,
+                                                             retriever.counter)
+                            elif name == "queries+indications":
+                                digest = indication_digest(index.patient_notes(p), args.digest_tokens,
+                                                           retriever.counter)
+                                used = retriever.counter.count(digest + "\n\n") if digest else 0
+                                a, n = rows[p]
+                                text, *_ = select_passages(index.passages.iloc[a:a + n], q,
+                                                           index.vectors[a:a + n], retriever.budget - used,
+                                                           retriever.counter, retriever.dedup_threshold)
+                                fixed[p] = (digest + "\n\n" + text) if digest else text
                             elif name == "time_order":
                                 fixed[p] = context(p, -np.arange(len(q), dtype=np.float32))
                             elif name in SECTION_BOOSTS:
