@@ -28,6 +28,9 @@ Rankers (passage scores; the context takes passages by score until the budget):
 - ``compact``: the query ranker with ``retrieval.compact`` on; ``no_dedup``: without
   near-duplicate removal; ``time_order``: the first passages of the stay; ``truncate``: the seed
   workflow (all notes as ``Note 1: ...`` cut to the budget).
+- ``queries+indications``: a digest of the distinct INDICATION lines of all the patient's notes
+  (``indication_digest``, at most ``--digest-tokens``), then the query ranker's passages in what
+  is left; ``indications``: the digest alone, given the whole budget.
 
 Prints one JSON line per (prompt length, ranker).
 """
