@@ -566,7 +566,7 @@ def _format_generated(result: dict[str, Any]) -> str:
     if not g["agrees"]:
         line += (f": does not agree with the model's more likely answer ({g['most_likely']}, "
                  f"P(ARDS) {result['probability']:.3f} against 0.5)")
-        if not g.get("scored_token", True):
+        if not g["scored_token"]:
             line += ("; its first token is neither of the two answers the score compares: "
                      "the model answers in another form than it was trained on (train it longer)")
         return line

@@ -203,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         retriever = Retriever(index, cfg, load_tokenizer(cfg))
         query_scores = {p: retriever.scores(p)[2] for p in pids}
 
-        def context(p: str, scores: np.ndarray, *, compact: bool = False, dedup: bool = True) -> str:
+        def context(p: str, scores: np.ndarray, *, compact: bool = False, dedup: bool = True,
+                    budget: int | None = None) -> str:
             a, n = rows[p]
             text, *_ = select_passages(index.passages.iloc[a:a + n], scores, index.vectors[a:a + n],
-                                       retriever.budget, retriever.counter,
+                                       retriever.budget if budget is None else budget, retriever.counter,
                                        retriever.dedup_threshold if dedup else None, compact=compact)
             return text
 
@@ -233,10 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                                 digest = indication_digest(index.patient_notes(p), args.digest_tokens,
                                                            retriever.counter)
                                 used = retriever.counter.count(digest + "\n\n") if digest else 0
-                                a, n = rows[p]
-                                text, *_ = select_passages(index.passages.iloc[a:a + n], q,
-                                                           index.vectors[a:a + n], retriever.budget - used,
-                                                           retriever.counter, retriever.dedup_threshold)
+                                text = context(p, q, budget=retriever.budget - used)
                                 fixed[p] = (digest + "\n\n" + text) if digest else text
                             elif name == "time_order":
                                 fixed[p] = context(p, -np.arange(len(q), dtype=np.float32))

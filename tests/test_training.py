@@ -321,6 +321,7 @@ def test_zero_shot_and_truncate_runs(tmp_path: Path, tiny_llama_dir: Path, small
     p = scorer.score(contexts)
     assert ((p >= 0) & (p <= 1)).all()
     assert len(scorer.generated_answers(contexts, p)) == 2  # the base model answers through Ludwig too
+    np.testing.assert_allclose(scorer.score(contexts), p, atol=1e-6)  # and scores as before after it
 
 
 def test_full_fine_tuning_without_an_adapter(tmp_path: Path, tiny_llama_dir: Path, small_index_dir: Path) -> None:
