@@ -367,8 +367,10 @@ def predict(
     )
     frame = prediction.predict_patients(run, index_dir, ids, precision=precision, generate=generated)
     if generated:
+        other = len(frame) - int(frame["generated_scored_token"].sum())
         click.echo(f"Ludwig's generated answer agreed with the score's more likely answer for "
-                   f"{int(frame['generated_agrees'].sum())} of {len(frame)} patient(s).", err=True)
+                   f"{int(frame['generated_agrees'].sum())} of {len(frame)} patient(s)."
+                   + (f" For {other} of them the first token was {prediction.OTHER_FORM}." if other else ""), err=True)
     if out_path:
         atomic_file(out_path, lambda tmp: frame.to_csv(tmp, index=False))
         click.echo(f"Wrote {len(frame)} predictions to {out_path}.")

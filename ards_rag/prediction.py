@@ -148,10 +148,12 @@ class Scorer:
     ``LudwigModel`` and the resolved config it was trained with. ``precision``: ``model`` (as
     trained), ``bf16`` or ``fp8`` (dense merged weights, faster on a GPU; see
     :mod:`ards_rag.precision`). ``bf16`` and ``fp8`` convert the Ludwig model in place: use
-    them only on a model loaded for scoring.
+    them only on a model loaded for scoring. ``answers``: the (true, false) strings the model
+    was trained to answer (:func:`run_answers`); the score compares their first tokens.
     """
 
-    def __init__(self, ludwig_model: Any, cfg: dict[str, Any], precision: str = "model") -> None:
+    def __init__(self, ludwig_model: Any, cfg: dict[str, Any], precision: str = "model",
+                 answers: tuple[str, str] = ANSWERS) -> None:
         import torch
 
         from .precision import check_precision, convert_for_scoring
@@ -186,8 +188,9 @@ class Scorer:
         self.global_max = int(getattr(llm, "global_max_sequence_length", 0) or 0) or None
         out_lower = bool(out_meta["preprocessing"].get("lowercase", False))
         out_max = int(out_meta["max_sequence_length"])
-        true_ids = self.ludwig_ids(ANSWERS[0], out_lower, out_max)
-        false_ids = self.ludwig_ids(ANSWERS[1], out_lower, out_max)
+        self.answers = answers
+        true_ids = self.ludwig_ids(answers[0], out_lower, out_max)
+        false_ids = self.ludwig_ids(answers[1], out_lower, out_max)
         k = 0
         while k < min(len(true_ids), len(false_ids)) and true_ids[k] == false_ids[k]:
             k += 1
@@ -221,7 +224,7 @@ class Scorer:
                 )
         ludwig_model = _load_ludwig(run / MODEL_DIR)
         _move_to_gpu(ludwig_model)
-        return cls(ludwig_model, cfg, precision)
+        return cls(ludwig_model, cfg, precision, run_answers(run, cfg))
 
     # -- tokenization, as Ludwig does it --------------------------------------------------------
 
@@ -329,6 +332,28 @@ class Scorer:
             out.append({"text": text, "answer": answer, "most_likely": likely,
                         "agrees": answer == likely, "scored_token": first in scored})
         return out
+
+
+#: Said of generated answers whose first token is neither of the two the score compares.
+OTHER_FORM = ("neither of the two answers the score compares: the model answers in another form "
+              "than it was trained on (e.g. 'False' for 'false'; train it longer)")
+
+
+def run_answers(run_dir: str | Path, cfg: dict[str, Any]) -> tuple[str, str]:
+    """The (true, false) answer strings the run's model was trained on, which the score compares.
+
+    Runs record them (``answers`` in ``summary.json``). Fine-tuned runs from before that record,
+    whose config named the output feature ``label``, were trained on ``"True"``/``"False"``: the
+    training rows' boolean label column overwrote the answer strings and Ludwig trained on
+    ``str(bool)``.
+    """
+    summary = json.loads((Path(run_dir) / "summary.json").read_text("utf-8"))
+    recorded = summary.get("answers")
+    if isinstance(recorded, list) and len(recorded) == 2 and all(isinstance(a, str) for a in recorded):
+        return recorded[0], recorded[1]
+    if not summary.get("zero_shot") and output_column(cfg) == "label":
+        return "True", "False"
+    return ANSWERS
 
 
 def parse_answer(text: str) -> str | None:
@@ -442,8 +467,8 @@ def predict_patients(
     ``evidence_note_ids`` are the notes of the passages the model read, strongest first, joined
     by ``;``. Unknown ids raise :class:`UnknownPatientError`. ``precision``: see :class:`Scorer`.
     ``generate``: also run Ludwig's own ``predict`` on each context (slow: one generation per
-    patient) and add ``generated`` (its answer text) and ``generated_agrees``
-    (:meth:`Scorer.generated_answers`).
+    patient) and add ``generated`` (its answer text), ``generated_agrees`` and
+    ``generated_scored_token`` (:meth:`Scorer.generated_answers`).
     """
     from .retrieval import Retriever
 
@@ -495,6 +520,7 @@ def predict_patients(
     if generate:
         frame["generated"] = [g["text"] for g in generated]
         frame["generated_agrees"] = [g["agrees"] for g in generated]
+        frame["generated_scored_token"] = [g["scored_token"] for g in generated]
     return frame
 
 
@@ -566,13 +592,12 @@ def _format_generated(result: dict[str, Any]) -> str:
     if not g["agrees"]:
         line += (f": does not agree with the model's more likely answer ({g['most_likely']}, "
                  f"P(ARDS) {result['probability']:.3f} against 0.5)")
-        if not g["scored_token"]:
-            line += ("; its first token is neither of the two answers the score compares: "
-                     "the model answers in another form than it was trained on (train it longer)")
-        return line
-    line += f": the model's more likely answer (P(ARDS) {'>=' if g['answer'] == 'true' else '<'} 0.5)"
-    if g["answer"] != result["answer"]:
-        line += f"; the run's threshold {result['threshold']:.3f} makes the answer {result['answer']}"
+    else:
+        line += f": the model's more likely answer (P(ARDS) {'>=' if g['answer'] == 'true' else '<'} 0.5)"
+        if g["answer"] != result["answer"]:
+            line += f"; the run's threshold {result['threshold']:.3f} makes the answer {result['answer']}"
+    if not g["scored_token"]:
+        line += f"; its first token is {OTHER_FORM}"
     return line
 
 

@@ -41,6 +41,7 @@ from .config import Config, first_unknown_key, save_config
 from .errors import ConfigError, RunError, TrainingError
 from .fsutil import atomic_dir, foreign_contents
 from .prompt import (
+    ANSWERS,
     answer_tokens,
     context_budget,
     input_column,
@@ -55,6 +56,7 @@ SPLITS = ("train", "validation", "test")
 # Files every run folder has: a folder holding none of them is not replaced by a run.
 RUN_MARKERS = ("summary.json", "split.csv")
 _SPLIT_CODE = {"train": 0, "validation": 1, "test": 2}  # Ludwig's fixed-split codes
+_TRUTH = "__is_ards"  # the training rows' boolean label (the answer column holds the strings)
 SPLIT_COLUMN = "split"
 KEY_PACKAGES = ("ards-rag", "ludwig", "torch", "transformers", "peft", "bitsandbytes",
                 "sentence-transformers", "faiss-cpu", "numpy", "pandas")
@@ -652,17 +654,21 @@ def train(
         pid = used["patient_id"].iloc[int(np.argmax(prompt_lengths))]
         raise TrainingError(f"patient {pid!r}: prompt of {longest} tokens exceeds the {max_input} allowed by "
                             "global_max_sequence_length; lower retrieval.context_tokens")
-    rows = pd.DataFrame({
-        "patient_id": used["patient_id"],
-        in_col: contexts,
-        out_col: np.where(used["label"], "true", "false"),
-        SPLIT_COLUMN: used["split"].map(_SPLIT_CODE).astype(int),
-        "label": used["label"].astype(bool),
-        "n_tokens": prompt_lengths,
-    })
+    # The answer column holds the exact answer strings the scorer compares (ANSWERS). It must
+    # not share a name with the bookkeeping columns: a config whose output feature is "label"
+    # once had its "true"/"false" strings replaced by booleans here, and Ludwig trained on
+    # str(bool), "True"/"False" (runs without "answers" in summary.json: run_answers).
+    columns = {"patient_id": used["patient_id"], in_col: contexts,
+               out_col: np.where(used["label"], ANSWERS[0], ANSWERS[1]),
+               SPLIT_COLUMN: used["split"].map(_SPLIT_CODE).astype(int),
+               _TRUTH: used["label"].astype(bool), "n_tokens": prompt_lengths}
+    if len({"patient_id", in_col, out_col, SPLIT_COLUMN, _TRUTH, "n_tokens"}) < 6:
+        raise ConfigError(f"ludwig: the input and output feature names ({in_col!r}, {out_col!r}) must "
+                          f"differ from each other and from 'patient_id' and {SPLIT_COLUMN!r}")
+    rows = pd.DataFrame(columns)
     train_rows = rows[rows[SPLIT_COLUMN] == 0]
     if balance == "oversample" and not zero_shot:
-        train_rows = oversample(train_rows, seed)
+        train_rows = oversample(train_rows, seed, label_column=_TRUTH)
     dataset = pd.concat([train_rows, rows[rows[SPLIT_COLUMN] == 1]], ignore_index=True)
 
     lcfg = ludwig_config(cfg, base_path, tokenizer, zero_shot=zero_shot)
@@ -686,11 +692,11 @@ def train(
         scorer = Scorer(model, cfg)
         val = rows[rows[SPLIT_COLUMN] == 1]
         f1_val: float | None = None
-        if len(val) and val["label"].nunique() == 2:
+        if len(val) and val[_TRUTH].nunique() == 2:
             say(f"scoring {len(val)} validation patients for the threshold")
             p_val = scorer.score(val[in_col].tolist(), batch_size=int(lcfg["trainer"].get("eval_batch_size", 8)))
-            threshold = float(best_f1_threshold(val["label"].to_numpy(), p_val))
-            f1_val = _f1(val["label"].to_numpy(), p_val >= threshold)
+            threshold = float(best_f1_threshold(val[_TRUTH].to_numpy(), p_val))
+            f1_val = _f1(val[_TRUTH].to_numpy(), p_val >= threshold)
             rule = "best F1"
         else:
             threshold, rule = 0.5, "default 0.5 (validation lacks a class)"
@@ -699,7 +705,7 @@ def train(
             indent=2), encoding="utf-8")
 
         split_out = split.copy()
-        split_out["label"] = np.where(split_out["label"], "true", "false")
+        split_out["label"] = np.where(split_out["label"], ANSWERS[0], ANSWERS[1])
         split_out[["patient_id", "split", "label"]].to_csv(tmp / "split.csv", index=False)
         save_config(cfg, tmp / "config.yaml")
         (tmp / "index_manifest.json").write_text(json.dumps(index.manifest, indent=2, default=str),
@@ -749,7 +755,9 @@ def train(
         report.seconds = time.perf_counter() - t_start
         summary = report.to_dict()
         # Keys other modules read (evaluation.run_kind).
-        summary.update({"index_dir": str(Path(index_dir).resolve()), "strategy": strategy})
+        # "answers": the strings the model was trained to answer (Scorer.from_run).
+        summary.update({"index_dir": str(Path(index_dir).resolve()), "strategy": strategy,
+                        "answers": list(ANSWERS)})
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     say(f"done in {report.seconds:.0f} s: {run}")
     return report

@@ -5,8 +5,12 @@
 #
 #   bash scripts/gpu_generated.sh "$OUT"     # writes generated.csv, timings.txt and the logs
 #
+# and benchmarks/generated_agreement.py on the run's test split (agreement.json/.csv): where the
+# generated answer and the score part, if they do.
+#
 # Environment: PATIENTS (600), WORKDIR (/tmp/gen), SITE (/tmp/site, the carried wheels),
-# BITS (4; "none" for full precision, e.g. to check the script on a CPU with PATIENTS=40).
+# BITS (4; "none" for full precision, e.g. to check the script on a CPU with PATIENTS=40),
+# PREDICT (1; 0 stops after `evaluate`: no predict runs, no agreement paths).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=${1:?usage: gpu_generated.sh DEST}
@@ -14,6 +18,7 @@ PATIENTS=${PATIENTS:-600}
 WORKDIR=${WORKDIR:-/tmp/gen}
 SITE=${SITE:-/tmp/site}
 BITS=${BITS:-4}
+PREDICT=${PREDICT:-1}
 export PYTHONPATH=$SITE:$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$WORKDIR" "$dest"
 rag() { python -m ards_rag.cli "$@"; }
@@ -36,6 +41,7 @@ lap train
 rag evaluate --run "$WORKDIR/run" --index "$WORKDIR/index" > "$dest/evaluate.log" 2>&1
 cp "$WORKDIR/run/metrics.json" "$dest/"
 lap evaluate
+if [ "$PREDICT" = 1 ]; then
 rag predict --run "$WORKDIR/run" --index "$WORKDIR/index" --patients "$WORKDIR/run/predictions.csv" \
   --out "$dest/scored.csv" > "$dest/scored.log" 2>&1
 lap "predict (scores only)"
@@ -52,3 +58,7 @@ print(f"patients {len(m)}; generated agrees {int(b['generated_agrees'].sum())}/{
       f"answers {b['generated'].value_counts().to_dict()}; "
       f"max |probability difference| with and without --generated {float((m['probability'] - m['probability_gen']).abs().max()):.2e}")
 PY
+python benchmarks/generated_agreement.py --run "$WORKDIR/run" --index "$WORKDIR/index" \
+  --out "$dest/agreement.csv" 2> "$dest/agreement.log" | tee "$dest/agreement.json"
+lap "agreement paths"
+fi

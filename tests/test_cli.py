@@ -202,9 +202,11 @@ def test_predict_generated_shows_ludwigs_answer(tiny_run: Path, small_index_dir:
     assert code == 0, out
     frame = pd.read_csv(preds, dtype={"patient_id": str})
     assert frame["patient_id"].tolist() == ["P003", "P001"]
-    assert list(frame.columns)[-2:] == ["generated", "generated_agrees"]
+    assert list(frame.columns)[-3:] == ["generated", "generated_agrees", "generated_scored_token"]
     agreed = int(frame["generated_agrees"].sum())
     assert f"agreed with the score's more likely answer for {agreed} of 2 patient(s)" in out
+    other = 2 - int(frame["generated_scored_token"].sum())
+    assert (f"For {other} of them the first token was neither of the two answers" in out) == (other > 0)
 
 
 def test_predict_and_evaluate_in_fp8(tiny_run: Path, small_index_dir: Path, tmp_path: Path) -> None:

@@ -142,7 +142,7 @@ def test_generated_answer_is_shown_and_checked(tiny_run: Path, small_index_dir: 
     ids = ["P003", "P000"]
     frame = predict_patients(tiny_run, small_index_dir, ids, generate=True)
     assert list(frame.columns) == ["patient_id", "prediction", "probability", "evidence_note_ids",
-                                   "generated", "generated_agrees"]
+                                   "generated", "generated_agrees", "generated_scored_token"]
     one = predict_one(tiny_run, small_index_dir, "P003", generate=True)
     g = one["generated"]
     assert g["text"] == frame["generated"].iloc[0]
@@ -151,6 +151,7 @@ def test_generated_answer_is_shown_and_checked(tiny_run: Path, small_index_dir: 
     # taken as agreement
     assert g["answer"] is None and g["scored_token"] is False
     assert g["agrees"] is False and not frame["generated_agrees"].any()
+    assert not frame["generated_scored_token"].any()
     assert "its first token is neither of the two answers the score compares" in format_prediction(one)
 
 
@@ -163,7 +164,12 @@ def test_generated_answer_is_shown_and_checked(tiny_run: Path, small_index_dir: 
     (0.4, 0.5, "True", "Ludwig's generated answer: 'True': does not agree with the model's more "
                        "likely answer (false, P(ARDS) 0.400 against 0.5); its first token is neither "
                        "of the two answers the score compares: the model answers in another form "
-                       "than it was trained on (train it longer)"),
+                       "than it was trained on (e.g. 'False' for 'false'; train it longer)"),
+    # agreeing in another form: agreement, and the form is still reported
+    (0.3, 0.5, "False", "Ludwig's generated answer: 'False': the model's more likely answer "
+                        "(P(ARDS) < 0.5); its first token is neither of the two answers the score "
+                        "compares: the model answers in another form than it was trained on "
+                        "(e.g. 'False' for 'false'; train it longer)"),
 ])
 def test_generated_answer_line(p: float, threshold: float, text: str, expected: str) -> None:
     answer = "true" if p >= threshold else "false"

@@ -307,6 +307,56 @@ def test_end_to_end_run_folder(tiny_run: Path, small_index_dir: Path) -> None:
     assert stats["training"]["label"]["loss"]
 
 
+def test_the_model_is_trained_on_the_answer_tokens_the_score_compares(
+        tmp_path: Path, tiny_llama_dir: Path, small_index_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token before the EOS of every sequence Ludwig trains on is the first token of the
+    answer the scorer reads: "true" or "false" (a config whose output feature is named "label"
+    once trained on "True"/"False" while the score compared "true"/"false")."""
+    import ludwig.models.llm as llm_module
+
+    from ards_rag.prediction import Scorer, run_answers
+
+    answers: list[int] = []
+    original = llm_module.LLM.train_loss
+
+    def observed(self, targets, predictions, *args, **kwargs):  # noqa: ANN001, ANN202
+        answers.extend(int(t) for t in self.model_inputs[:, -2])  # [..., answer, EOS]
+        assert bool((self.model_inputs[:, -1] == self.tokenizer.eos_token_id).all())
+        return original(self, targets, predictions, *args, **kwargs)
+
+    monkeypatch.setattr(llm_module.LLM, "train_loss", observed)
+    cfg = tiny_config(tiny_llama_dir)
+    assert cfg["ludwig"]["output_features"][0]["name"] == "label"
+    run = tmp_path / "run"
+    train(small_index_dir, cfg, run, progress=False)
+    assert json.loads((run / "summary.json").read_text())["answers"] == ["true", "false"]
+    assert run_answers(run, cfg) == ("true", "false")
+    scorer = Scorer.from_run(run)
+    assert [scorer.tokenizer.decode([i]) for i in scorer.candidate_ids] == ["true", "false"]
+    assert answers and set(answers) == set(scorer.candidate_ids)
+
+
+def test_runs_without_recorded_answers_were_trained_on_capitalized_ones(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from ards_rag.prediction import run_answers
+
+    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    old = tmp_path / "old"
+    old.mkdir()
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    del summary["answers"]
+    (old / "summary.json").write_text(json.dumps(summary))
+    assert run_answers(old, cfg) == ("True", "False")
+    (old / "summary.json").write_text(json.dumps({**summary, "zero_shot": True}))
+    assert run_answers(old, cfg) == ("true", "false")  # never trained: the prompt's answers
+    renamed = {**cfg, "ludwig": {**cfg["ludwig"], "output_features": [
+        {**cfg["ludwig"]["output_features"][0], "name": "answer"}]}}
+    (old / "summary.json").write_text(json.dumps(summary))
+    assert run_answers(old, renamed) == ("true", "false")  # the strings were never overwritten
+    shutil.rmtree(old)
+
+
 def test_zero_shot_and_truncate_runs(tmp_path: Path, tiny_llama_dir: Path, small_index_dir: Path) -> None:
     from ards_rag.prediction import Scorer
 
