@@ -1328,7 +1328,7 @@ def choose_threshold(run_dir: str | Path, index_dir: str | Path | None = None, *
     missing or out-of-range target and :class:`~ards_rag.errors.RunError` when the run has no
     labeled validation patient of each class.
     """
-    from .prediction import check_run, predict_patients
+    from .prediction import check_run, predict_patients, read_run_config, run_answers
 
     if rule not in THRESHOLD_RULES:
         raise InputError(f"unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}")
@@ -1374,6 +1374,7 @@ def choose_threshold(run_dir: str | Path, index_dir: str | Path | None = None, *
         "validation_specificity": m.get("specificity"),
         "validation_patients": int(len(y)),
         "precision": precision,
+        "answers": list(run_answers(run, read_run_config(run))),  # what the score compares
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "history": history,
     }

@@ -224,7 +224,9 @@ class Scorer:
                 )
         ludwig_model = _load_ludwig(run / MODEL_DIR)
         _move_to_gpu(ludwig_model)
-        return cls(ludwig_model, cfg, precision, run_answers(run, cfg))
+        answers = run_answers(run, cfg)
+        _warn_if_threshold_predates(run, answers)
+        return cls(ludwig_model, cfg, precision, answers)
 
     # -- tokenization, as Ludwig does it --------------------------------------------------------
 
@@ -354,6 +356,23 @@ def run_answers(run_dir: str | Path, cfg: dict[str, Any]) -> tuple[str, str]:
     if not summary.get("zero_shot") and output_column(cfg) == "label":
         return "True", "False"
     return ANSWERS
+
+
+def _warn_if_threshold_predates(run: Path, answers: tuple[str, str]) -> None:
+    """A run trained before runs recorded their answers has its threshold chosen on the former
+    score (P("true") against P("false"), tokens it was not trained on) until it is chosen again."""
+    summary = json.loads((run / "summary.json").read_text("utf-8"))
+    if "answers" in summary or summary.get("zero_shot"):
+        return
+    try:
+        chosen_with = json.loads((run / "threshold.json").read_text("utf-8")).get("answers")
+    except (OSError, ValueError, AttributeError):
+        return  # read_threshold reports a missing or damaged file where the threshold is used
+    if chosen_with != list(answers):
+        logger.warning(
+            "%s was trained on the answers %r/%r, which the score now compares; its threshold was "
+            "chosen on the former score: run `ards-rag threshold --run %s` (then `ards-rag evaluate`) "
+            "or train it again", run, answers[0], answers[1], run)
 
 
 def parse_answer(text: str) -> str | None:

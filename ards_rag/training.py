@@ -701,7 +701,8 @@ def train(
         else:
             threshold, rule = 0.5, "default 0.5 (validation lacks a class)"
         (tmp / "threshold.json").write_text(json.dumps(
-            {"threshold": threshold, "chosen_on": "validation", "rule": rule, "validation_f1": f1_val},
+            {"threshold": threshold, "chosen_on": "validation", "rule": rule, "validation_f1": f1_val,
+             "answers": list(ANSWERS)},
             indent=2), encoding="utf-8")
 
         split_out = split.copy()

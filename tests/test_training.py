@@ -336,25 +336,43 @@ def test_the_model_is_trained_on_the_answer_tokens_the_score_compares(
     assert answers and set(answers) == set(scorer.candidate_ids)
 
 
-def test_runs_without_recorded_answers_were_trained_on_capitalized_ones(tiny_run: Path, tmp_path: Path) -> None:
+def test_runs_without_recorded_answers_were_trained_on_capitalized_ones(
+        tiny_run: Path, small_index_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A run from before runs recorded their answers is scored on "True"/"False", and says that
+    its threshold was chosen on the former score until `ards-rag threshold` chooses it again."""
     import shutil
 
-    from ards_rag.prediction import run_answers
+    from ards_rag.evaluation import choose_threshold
+    from ards_rag.prediction import Scorer, run_answers
 
     cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
     old = tmp_path / "old"
-    old.mkdir()
-    summary = json.loads((tiny_run / "summary.json").read_text())
+    shutil.copytree(tiny_run, old)
+    summary = json.loads((old / "summary.json").read_text())
     del summary["answers"]
     (old / "summary.json").write_text(json.dumps(summary))
+    record = json.loads((old / "threshold.json").read_text())
+    del record["answers"]
+    (old / "threshold.json").write_text(json.dumps(record))
     assert run_answers(old, cfg) == ("True", "False")
-    (old / "summary.json").write_text(json.dumps({**summary, "zero_shot": True}))
-    assert run_answers(old, cfg) == ("true", "false")  # never trained: the prompt's answers
     renamed = {**cfg, "ludwig": {**cfg["ludwig"], "output_features": [
         {**cfg["ludwig"]["output_features"][0], "name": "answer"}]}}
+    assert run_answers(old, renamed) == ("true", "false")  # its strings were never overwritten
+    (old / "summary.json").write_text(json.dumps({**summary, "zero_shot": True}))
+    assert run_answers(old, cfg) == ("true", "false")  # never trained: the prompt's answers
     (old / "summary.json").write_text(json.dumps(summary))
-    assert run_answers(old, renamed) == ("true", "false")  # the strings were never overwritten
-    shutil.rmtree(old)
+
+    with caplog.at_level(logging.WARNING, logger="ards_rag.prediction"):
+        scorer = Scorer.from_run(old)
+    assert [scorer.tokenizer.decode([i]) for i in scorer.candidate_ids] == ["True", "False"]
+    assert f"run `ards-rag threshold --run {old}`" in caplog.text
+    assert json.loads((tiny_run / "threshold.json").read_text())["answers"] == ["true", "false"]
+    choose_threshold(old, small_index_dir)
+    assert json.loads((old / "threshold.json").read_text())["answers"] == ["True", "False"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ards_rag.prediction"):
+        Scorer.from_run(old)
+    assert "ards-rag threshold" not in caplog.text
 
 
 def test_zero_shot_and_truncate_runs(tmp_path: Path, tiny_llama_dir: Path, small_index_dir: Path) -> None:
