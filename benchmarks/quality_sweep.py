@@ -97,6 +97,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "ludwig": {"base_model": "gemma3-270m"}}},
     "gemma_full_dxq_p2048_e2": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
         "ludwig": {"base_model": "gemma3-270m", "generation": {"max_new_tokens": 3}}}},
+    # Gemma-3-270M on the one-epoch `max` + day-header recipe of the 6,000-patient cohort, where
+    # SmolLM2-135M ties TF-IDF + LR and reads less of its context than a bag of words does: twice
+    # the parameters, on the same context (its own 2,048-token budget)
+    "gemma_full_dxq_p2048_e1_max_day": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
+        "retrieval": {"fusion": "max", "day_in_header": True},
+        "ludwig": {"base_model": "gemma3-270m", "generation": {"max_new_tokens": 3},
+                   # batch 2 x 2 (the same 4 per step): its 262k-word logits, 8.6 GB in float32
+                   # per 4 x 2,048 tokens, must fit an 80 GB H100 beside the optimizer
+                   "trainer": {"epochs": 1, "batch_size": 2, "gradient_accumulation_steps": 2,
+                               "eval_batch_size": 2}}}},
     # the shipped recipe on another patient-level split (config seed 7; same cohort and index)
     "full_dxq_p2048_e2_seed7": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {"seed": 7}},
     # not run yet: the shipped recipe with the day since the first note in each header, for the

@@ -59,6 +59,17 @@ echo "$(date +%T) cohort + index"
 # one conversion before the parallel runs, which would otherwise all convert at once
 python -c "from ards_rag.models import resolve_base_model as r; r('smollm2-135m')" \
   > "$WORKDIR/logs/convert.log" 2>&1 || { echo "conversion failed"; exit 1; }
+# Gemma converts with the carried transformers 5.25 (HF, unpacked from .cg/5/hf.tgz by
+# scripts/gpu_carry.sh's set-up): the image's 5.17 converts its tokenizer wrongly. Training then
+# reads the converted folder's tokenizer.json with the image's own transformers.
+case " $* " in
+  *" gemma"*)
+    HF=${HF:-/tmp/hf}
+    [ -d "$HF/transformers" ] || { echo "gemma variants need transformers 5.25 in $HF (gpu_carry.sh --gemma)"; exit 1; }
+    PYTHONPATH=$HF:$PYTHONPATH python -c "from ards_rag.models import resolve_base_model as r; r('gemma3-270m')" \
+      >> "$WORKDIR/logs/convert.log" 2>&1 || { echo "gemma conversion failed"; exit 1; }
+    ;;
+esac
 for v in "$@"; do
   echo "$(date +%T) start $v"
   "${sweep[@]}" --only "$v" > "$WORKDIR/logs/$v.log" 2>&1 &
