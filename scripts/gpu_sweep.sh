@@ -57,8 +57,10 @@ echo "$WORKDIR" > /tmp/gpu_sweep.workdir
 echo "$(date +%T) cohort + index"
 "${sweep[@]}" --no-llm > "$WORKDIR/logs/index.log" 2>&1 || { echo "index failed"; exit 1; }
 # one conversion before the parallel runs, which would otherwise all convert at once
-python -c "from ards_rag.models import resolve_base_model as r; r('smollm2-135m')" \
-  > "$WORKDIR/logs/convert.log" 2>&1 || { echo "conversion failed"; exit 1; }
+if printf '%s\n' "$@" | grep -qv '^gemma'; then
+  python -c "from ards_rag.models import resolve_base_model as r; r('smollm2-135m')" \
+    > "$WORKDIR/logs/convert.log" 2>&1 || { echo "conversion failed"; exit 1; }
+fi
 # Gemma converts with the carried transformers 5.25 (HF, unpacked from .cg/5/hf.tgz by
 # scripts/gpu_carry.sh's set-up): the image's 5.17 converts its tokenizer wrongly. Training then
 # reads the converted folder's tokenizer.json with the image's own transformers.
