@@ -150,10 +150,14 @@ class Scorer:
     :mod:`ards_rag.precision`). ``bf16`` and ``fp8`` convert the Ludwig model in place: use
     them only on a model loaded for scoring. ``answers``: the (true, false) strings the model
     was trained to answer (:func:`run_answers`); the score compares their first tokens.
+    ``answer_prefix``: the token ids the model was trained to emit between prompt and answer
+    (:func:`run_answer_prefix`; none for runs trained now); ``None``: what Ludwig's tokenization
+    of the answers starts with (a BOS for Gemma or Llama-2), as runs trained before
+    :func:`ards_rag.training.answers_after_prompt` learned.
     """
 
     def __init__(self, ludwig_model: Any, cfg: dict[str, Any], precision: str = "model",
-                 answers: tuple[str, str] = ANSWERS) -> None:
+                 answers: tuple[str, str] = ANSWERS, answer_prefix: Sequence[int] | None = None) -> None:
         import torch
 
         from .precision import check_precision, convert_for_scoring
@@ -198,7 +202,7 @@ class Scorer:
             raise RunError("the tokenizer gives 'true' and 'false' no distinguishing token")
         # Tokens both answers start with (e.g. a BOS the tokenizer prepends), then the first
         # token where they differ: the one whose probability is compared.
-        self.answer_prefix = true_ids[:k]
+        self.answer_prefix = true_ids[:k] if answer_prefix is None else [int(i) for i in answer_prefix]
         self.candidate_ids = (true_ids[k], false_ids[k])
         forward = getattr(self.model, "get_base_model", lambda: self.model)().forward
         self._keep_kw = "logits_to_keep" in inspect.signature(forward).parameters
@@ -226,7 +230,7 @@ class Scorer:
         _move_to_gpu(ludwig_model)
         answers = run_answers(run, cfg)
         _warn_if_threshold_predates(run, answers)
-        return cls(ludwig_model, cfg, precision, answers)
+        return cls(ludwig_model, cfg, precision, answers, run_answer_prefix(run))
 
     # -- tokenization, as Ludwig does it --------------------------------------------------------
 
@@ -356,6 +360,17 @@ def run_answers(run_dir: str | Path, cfg: dict[str, Any]) -> tuple[str, str]:
     if not summary.get("zero_shot") and output_column(cfg) == "label":
         return "True", "False"
     return ANSWERS
+
+
+def run_answer_prefix(run_dir: str | Path) -> list[int] | None:
+    """The token ids between prompt and answer that the run's model was trained on (``[]`` for
+    runs trained since :func:`ards_rag.training.answers_after_prompt`); ``None`` for older runs,
+    which learned whatever Ludwig's tokenization of the answers starts with (:class:`Scorer`)."""
+    summary = json.loads((Path(run_dir) / "summary.json").read_text("utf-8"))
+    recorded = summary.get("answer_prefix")
+    if isinstance(recorded, list) and all(isinstance(i, int) for i in recorded):
+        return recorded
+    return None
 
 
 def _warn_if_threshold_predates(run: Path, answers: tuple[str, str]) -> None:

@@ -19,6 +19,11 @@ Config = dict[str, Any]
 #: The answers the model is trained to give (Ludwig text output feature values).
 ANSWERS = ("true", "false")
 
+#: Token ids between the prompt and the answer in training: none. The answer is the first
+#: token after the prompt, even with a tokenizer that starts every text with BOS
+#: (:func:`ards_rag.training.answers_after_prompt`); runs record it as ``answer_prefix``.
+ANSWER_PREFIX: tuple[int, ...] = ()
+
 #: Tokens kept free for merges at the boundaries of the context (BPE joins across them).
 BOUNDARY_MARGIN = 8
 

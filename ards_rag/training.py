@@ -41,6 +41,7 @@ from .config import Config, first_unknown_key, save_config
 from .errors import ConfigError, RunError, TrainingError
 from .fsutil import atomic_dir, foreign_contents
 from .prompt import (
+    ANSWER_PREFIX,
     ANSWERS,
     answer_tokens,
     context_budget,
@@ -389,6 +390,52 @@ def ludwig_fixes() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def answers_after_prompt(output_name: str, tokenizer: Any) -> Iterator[None]:
+    """Train the answer as the first token after the prompt, not after a second BOS.
+
+    Ludwig tokenizes the output text as it tokenizes the prompt, so with a tokenizer that starts
+    every text with BOS (Gemma, Llama-2) each training sequence reads ``prompt <bos> answer
+    <eos>``: the model learns to emit BOS, then reads its answer off a BOS position, where these
+    models carry massive activations (Gemma-3-270M: 17 times the hidden-state norm of the token
+    before it, halfway up the layers; BENCHMARKS.md). Here the leading BOS of each answer in
+    Ludwig's preprocessed output column becomes left padding, which Ludwig strips before it
+    joins prompt and answer: every sequence reads ``prompt answer <eos>``, and the score reads
+    P("true") against P("false") right after the prompt (``answer_prefix: []`` in the run's
+    summary). The answers are also left-aligned, which Ludwig's padding removal needs when two
+    answers differ in length (it keeps what follows the last padding token).
+    """
+    from ludwig.constants import NAME, PROC_COLUMN
+    from ludwig.features.text_feature import TextFeatureMixin
+
+    bos = tokenizer.bos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    original = TextFeatureMixin.__dict__["add_feature_data"]
+
+    def realign(vector: Any) -> Any:
+        v = np.asarray(vector)
+        tokens = v[v != pad]
+        if bos is not None and len(tokens) and tokens[0] == bos:
+            tokens = tokens[1:]
+        out = np.full_like(v, pad)
+        if len(tokens):
+            out[len(v) - len(tokens):] = tokens
+        return out
+
+    def add_feature_data(feature_config: Any, input_df: Any, proc_df: Any, *args: Any, **kwargs: Any) -> Any:
+        proc_df = original.__func__(feature_config, input_df, proc_df, *args, **kwargs)
+        if feature_config[NAME] == output_name:
+            column = feature_config[PROC_COLUMN]
+            proc_df[column] = proc_df[column].map(realign)
+        return proc_df
+
+    TextFeatureMixin.add_feature_data = staticmethod(add_feature_data)
+    try:
+        yield
+    finally:
+        TextFeatureMixin.add_feature_data = original
+
+
+@contextlib.contextmanager
 def vocab_without_holes() -> Iterator[None]:
     """Fill the gaps of a tokenizer vocabulary whose ids are not contiguous.
 
@@ -681,7 +728,8 @@ def train(
 
     with atomic_dir(run) as tmp:
         model, stats, timer = _run_ludwig(lcfg, dataset[[in_col, out_col, SPLIT_COLUMN]], tmp, seed,
-                                          progress=bool(progress), zero_shot=zero_shot, say=say)
+                                          progress=bool(progress), zero_shot=zero_shot,
+                                          tokenizer=tokenizer, say=say)
         t_trained = time.perf_counter()
         model.save(str(tmp / "model"))
 
@@ -689,7 +737,7 @@ def train(
         from .evaluation import best_f1_threshold
         from .prediction import Scorer
 
-        scorer = Scorer(model, cfg)
+        scorer = Scorer(model, cfg, answer_prefix=ANSWER_PREFIX)
         val = rows[rows[SPLIT_COLUMN] == 1]
         f1_val: float | None = None
         if len(val) and val[_TRUTH].nunique() == 2:
@@ -756,9 +804,10 @@ def train(
         report.seconds = time.perf_counter() - t_start
         summary = report.to_dict()
         # Keys other modules read (evaluation.run_kind).
-        # "answers": the strings the model was trained to answer (Scorer.from_run).
+        # "answers": the strings the model was trained to answer; "answer_prefix": the token ids
+        # between prompt and answer in training, none since answers_after_prompt (Scorer.from_run).
         summary.update({"index_dir": str(Path(index_dir).resolve()), "strategy": strategy,
-                        "answers": list(ANSWERS)})
+                        "answers": list(ANSWERS), "answer_prefix": list(ANSWER_PREFIX)})
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     say(f"done in {report.seconds:.0f} s: {run}")
     return report
@@ -772,7 +821,7 @@ def _f1(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _run_ludwig(lcfg: dict[str, Any], dataset: pd.DataFrame, out_dir: Path, seed: int, *,
-                progress: bool, zero_shot: bool,
+                progress: bool, zero_shot: bool, tokenizer: Any,
                 say: Callable[[str], None] = lambda msg: None) -> tuple[Any, dict[str, Any], Any]:
     """Train (or, zero-shot, only preprocess) with Ludwig; return the model, its statistics and
     the step timer. Ludwig's own output folder is removed afterwards (checkpoints)."""
@@ -787,7 +836,7 @@ def _run_ludwig(lcfg: dict[str, Any], dataset: pd.DataFrame, out_dir: Path, seed
                         callbacks=[timer] if timer is not None else None)
     work = out_dir / "ludwig"
     try:
-        with ludwig_fixes():
+        with ludwig_fixes(), answers_after_prompt(lcfg["output_features"][0]["name"], tokenizer):
             results = model.train(
                 dataset=dataset,
                 output_directory=str(work),

@@ -63,12 +63,13 @@ if printf '%s\n' "$@" | grep -qv '^gemma'; then
 fi
 # Gemma converts with the carried transformers 5.25 (HF, unpacked from .cg/5/hf.tgz by
 # scripts/gpu_carry.sh's set-up): the image's 5.17 converts its tokenizer wrongly. Training then
-# reads the converted folder's tokenizer.json with the image's own transformers.
+# reads the converted folder's tokenizer.json with the image's own transformers. USE_HUB_KERNELS=0:
+# 5.25 otherwise asks for the `kernels` package in a version the image lacks.
 case " $* " in
   *" gemma"*)
     HF=${HF:-/tmp/hf}
     [ -d "$HF/transformers" ] || { echo "gemma variants need transformers 5.25 in $HF (gpu_carry.sh --gemma)"; exit 1; }
-    PYTHONPATH=$HF:$PYTHONPATH python -c "from ards_rag.models import resolve_base_model as r; r('gemma3-270m')" \
+    USE_HUB_KERNELS=0 PYTHONPATH=$HF:$PYTHONPATH python -c "from ards_rag.models import resolve_base_model as r; r('gemma3-270m')" \
       >> "$WORKDIR/logs/convert.log" 2>&1 || { echo "gemma conversion failed"; exit 1; }
     ;;
 esac

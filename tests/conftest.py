@@ -84,6 +84,32 @@ def tiny_llama64_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama64"), smollm2_tokenizer_dir, hidden_size=64)
 
 
+@pytest.fixture(scope="session")
+def tiny_llama_bos_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir: Path) -> Path:
+    """The tiny Llama with a tokenizer that starts every text with BOS, as Gemma's and
+    Llama-2's do (the SmolLM2 tokenizer with a BOS-prepending post-processor)."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-llama-bos")
+    tokenizer_dir = folder / "tokenizer"
+    AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir)).save_pretrained(str(tokenizer_dir))
+    path = tokenizer_dir / "tokenizer.json"
+    spec = json.loads(path.read_text("utf-8"))
+    bos = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir)).bos_token
+    bos_id = next(t["id"] for t in spec["added_tokens"] if t["content"] == bos)
+    spec["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                 {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}},
+    }
+    path.write_text(json.dumps(spec), "utf-8")
+    return build_tiny_llama(folder / "model", tokenizer_dir)
+
+
 # ------------------------------------------------------------------- a small index and a run
 
 POSITIVE_TEXT = (

@@ -336,6 +336,49 @@ def test_the_model_is_trained_on_the_answer_tokens_the_score_compares(
     assert answers and set(answers) == set(scorer.candidate_ids)
 
 
+def test_the_answer_follows_the_prompt_without_a_second_bos(
+        tmp_path: Path, tiny_llama_bos_dir: Path, small_index_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a tokenizer that starts every text with BOS (Gemma, Llama-2), Ludwig tokenizes the
+    answer as `<bos> true` and would train `prompt <bos> true <eos>`. Every sequence trained on
+    is `<bos> prompt true <eos>` instead, and the score reads the answer right after the prompt.
+    A run from before records no answer_prefix and is scored after the BOS it learned."""
+    import shutil
+
+    import ludwig.models.llm as llm_module
+
+    from ards_rag.prediction import Scorer, run_answer_prefix
+
+    sequences: list[list[int]] = []
+    original = llm_module.LLM.train_loss
+
+    def observed(self, targets, predictions, *args, **kwargs):  # noqa: ANN001, ANN202
+        for row, mask in zip(self.model_inputs.tolist(), self.attention_masks.tolist(), strict=True):
+            sequences.append([i for i, m in zip(row, mask, strict=True) if m])
+        return original(self, targets, predictions, *args, **kwargs)
+
+    monkeypatch.setattr(llm_module.LLM, "train_loss", observed)
+    run = tmp_path / "run"
+    train(small_index_dir, tiny_config(tiny_llama_bos_dir), run, progress=False)
+    scorer = Scorer.from_run(run)
+    tok = scorer.tokenizer
+    assert tok.encode("true")[0] == tok.bos_token_id  # the tokenizer does prepend BOS
+    assert run_answer_prefix(run) == [] and scorer.answer_prefix == []
+    prompt_end = scorer.prompt_ids("")[-1]  # the template's last token ("\n" after "### Response:")
+    assert sequences
+    for ids in sequences:
+        assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
+        assert ids[-1] == tok.eos_token_id and ids[-2] in scorer.candidate_ids and ids[-3] == prompt_end
+    assert {ids[-2] for ids in sequences} == set(scorer.candidate_ids)
+
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    summary = json.loads((old / "summary.json").read_text())
+    del summary["answer_prefix"]
+    (old / "summary.json").write_text(json.dumps(summary))
+    assert run_answer_prefix(old) is None
+    assert Scorer.from_run(old).answer_prefix == [tok.bos_token_id]
+
+
 def test_runs_without_recorded_answers_were_trained_on_capitalized_ones(
         tiny_run: Path, small_index_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A run from before runs recorded their answers is scored on "True"/"False", and says that
