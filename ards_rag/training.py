@@ -478,9 +478,14 @@ def tf32_matmuls() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+#: Seconds between two progress lines while an epoch trains (a CPU epoch can take an hour).
+PROGRESS_EVERY_S = 60.0
+
+
 def _step_timer(say: Callable[[str], None] = lambda msg: None, epochs: int = 0) -> Any:
     """A Ludwig callback recording the wall time of each training step and evaluation, and
-    reporting each finished epoch through ``say``."""
+    reporting through ``say`` the batches done (at most every :data:`PROGRESS_EVERY_S`, with the
+    time left) and each finished epoch."""
     from ludwig.callbacks import Callback
 
     class StepTimer(Callback):
@@ -492,6 +497,7 @@ def _step_timer(say: Callable[[str], None] = lambda msg: None, epochs: int = 0) 
             self._e0 = 0.0
             self.first_batch_start: float | None = None
             self.train_end: float | None = None
+            self._reported = 0.0
 
         def on_batch_start(self, trainer: Any, progress_tracker: Any, save_path: str, **kw: Any) -> None:
             self._t0 = time.perf_counter()
@@ -500,7 +506,16 @@ def _step_timer(say: Callable[[str], None] = lambda msg: None, epochs: int = 0) 
 
         def on_batch_end(self, trainer: Any, progress_tracker: Any, save_path: str,
                          sync_step: bool = True, **kw: Any) -> None:
-            self.steps.append(time.perf_counter() - self._t0)
+            now = time.perf_counter()
+            self.steps.append(now - self._t0)
+            if now - max(self._reported, self.first_batch_start or now) < PROGRESS_EVERY_S:
+                return
+            self._reported = now
+            total = int(getattr(trainer, "total_steps", 0) or 0)  # Ludwig's steps are batches
+            done = len(self.steps)
+            per = (now - (self.first_batch_start or now)) / done
+            left = f", about {per * (total - done) / 60:.0f} min left" if total > done else ""
+            say(f"batch {done}/{total or '?'}, {per:.1f} s per batch{left}")
 
         def on_eval_start(self, trainer: Any, progress_tracker: Any, save_path: str, **kw: Any) -> None:
             self._e0 = time.perf_counter()

@@ -379,6 +379,22 @@ def test_the_answer_follows_the_prompt_without_a_second_bos(
     assert Scorer.from_run(old).answer_prefix == [tok.bos_token_id]
 
 
+def test_training_reports_its_progress_within_an_epoch(
+        tmp_path: Path, tiny_llama_dir: Path, small_index_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long CPU epoch says how far it is and how long is left (here after every batch)."""
+    import ards_rag.training as training
+
+    monkeypatch.setattr(training, "PROGRESS_EVERY_S", 0.0)
+    messages: list[str] = []
+    report = train(small_index_dir, tiny_config(tiny_llama_dir), tmp_path / "run", progress=messages.append)
+    batches = [m for m in messages if m.startswith("batch ")]
+    steps = report.extra["train_steps"]
+    assert len(batches) == steps
+    assert batches[-1].startswith(f"batch {steps}/{steps}, ") and "s per batch" in batches[-1]
+    assert "min left" in batches[0]
+    assert any(m.startswith(f"epoch 1/1 done: {steps} steps") for m in messages)
+
+
 def test_runs_without_recorded_answers_were_trained_on_capitalized_ones(
         tiny_run: Path, small_index_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A run from before runs recorded their answers is scored on "True"/"False", and says that
