@@ -3,8 +3,10 @@
     ards-rag synth --patients 400 --seed 0 --out /tmp/c400
     ards-rag index /tmp/c400/notes.csv --index /tmp/i400
     python benchmarks/answer_bos.py --index /tmp/i400 --workdir /tmp/bos --probe      # seconds
-    python benchmarks/answer_bos.py --index /tmp/i400 --workdir /tmp/bos --only after_prompt --threads 1 &
-    python benchmarks/answer_bos.py --index /tmp/i400 --workdir /tmp/bos --only after_bos --threads 1
+    python benchmarks/answer_bos.py --index /tmp/i400 --workdir /tmp/bos --only after_prompt,after_bos
+
+One variant at a time on a 24 GiB machine: a Gemma LoRA training process peaked at 12.5 GB
+(resident) at 256-token prompts, and a second Gemma process beside it got the first killed.
 
 Ludwig tokenizes the answer as it tokenizes the prompt, so a tokenizer that starts every text
 with BOS (Gemma, Llama-2) made every training sequence ``prompt <bos> true <eos>``: the model
@@ -86,13 +88,13 @@ def run_variant(name: str, cfg: dict[str, Any], index_dir: str, work: Path) -> d
             training.ANSWER_PREFIX = (int(load_tokenizer(cfg).bos_token_id),)
         with contextlib.redirect_stdout(sys.stderr):
             training.train(index_dir, cfg, run_dir, progress=True)
-    train_s = time.perf_counter() - t
     summary = json.loads((run_dir / "summary.json").read_text("utf-8"))
-    split = pd.read_csv(run_dir / "split.csv", dtype={"patient_id": str})
+    train_s = float(summary.get("seconds") or time.perf_counter() - t)  # also for a finished run
+    split = pd.read_csv(run_dir / "split.csv", dtype={"patient_id": str, "label": str})
     split = split[split["split"].isin(["validation", "test"])]
     preds = predict_patients(run_dir, index_dir, split["patient_id"].tolist()).set_index("patient_id")
     split["p"] = preds.loc[split["patient_id"], "probability"].to_numpy()
-    split["y"] = (split["label"] == "true").astype(int)
+    split["y"] = (split["label"].str.lower() == "true").astype(int)
     threshold = float(summary["threshold"])
     row: dict[str, Any] = {"variant": name, "answer_prefix": summary.get("answer_prefix"),
                            "train_rows": summary["train_rows"], "train_s": round(train_s, 1),
