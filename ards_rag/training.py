@@ -407,8 +407,7 @@ def answers_after_prompt(output_name: str, tokenizer: Any) -> Iterator[None]:
     from ludwig.constants import NAME, PROC_COLUMN
     from ludwig.features.text_feature import TextFeatureMixin
 
-    bos = tokenizer.bos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id  # load_tokenizer: pad as Ludwig's
     original = TextFeatureMixin.__dict__["add_feature_data"]
 
     def realign(vector: Any) -> Any:
@@ -497,23 +496,23 @@ def _step_timer(say: Callable[[str], None] = lambda msg: None, epochs: int = 0) 
             self._e0 = 0.0
             self.first_batch_start: float | None = None
             self.train_end: float | None = None
-            self._reported = 0.0
+            self._reported = 0.0  # when the last progress line was said (or training started)
 
         def on_batch_start(self, trainer: Any, progress_tracker: Any, save_path: str, **kw: Any) -> None:
             self._t0 = time.perf_counter()
             if self.first_batch_start is None:
-                self.first_batch_start = self._t0
+                self.first_batch_start = self._reported = self._t0
 
         def on_batch_end(self, trainer: Any, progress_tracker: Any, save_path: str,
                          sync_step: bool = True, **kw: Any) -> None:
             now = time.perf_counter()
             self.steps.append(now - self._t0)
-            if now - max(self._reported, self.first_batch_start or now) < PROGRESS_EVERY_S:
+            if now - self._reported < PROGRESS_EVERY_S:
                 return
             self._reported = now
             total = int(getattr(trainer, "total_steps", 0) or 0)  # Ludwig's steps are batches
             done = len(self.steps)
-            per = (now - (self.first_batch_start or now)) / done
+            per = (now - (self.first_batch_start or self._t0)) / done
             left = f", about {per * (total - done) / 60:.0f} min left" if total > done else ""
             say(f"batch {done}/{total or '?'}, {per:.1f} s per batch{left}")
 

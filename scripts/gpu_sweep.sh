@@ -56,23 +56,22 @@ mkdir -p "$WORKDIR/logs"
 echo "$WORKDIR" > /tmp/gpu_sweep.workdir
 echo "$(date +%T) cohort + index"
 "${sweep[@]}" --no-llm > "$WORKDIR/logs/index.log" 2>&1 || { echo "index failed"; exit 1; }
-# one conversion before the parallel runs, which would otherwise all convert at once
-if printf '%s\n' "$@" | grep -qv '^gemma'; then
-  python -c "from ards_rag.models import resolve_base_model as r; r('smollm2-135m')" \
-    > "$WORKDIR/logs/convert.log" 2>&1 || { echo "conversion failed"; exit 1; }
-fi
-# Gemma converts with the carried transformers 5.25 (HF, unpacked from .cg/5/hf.tgz by
+# One conversion per packaged model before the parallel runs, which would otherwise all convert
+# at once. Gemma converts with the carried transformers 5.25 (HF, unpacked from .cg/5/hf.tgz by
 # scripts/gpu_carry.sh's set-up): the image's 5.17 converts its tokenizer wrongly. Training then
 # reads the converted folder's tokenizer.json with the image's own transformers. USE_HUB_KERNELS=0:
 # 5.25 otherwise asks for the `kernels` package in a version the image lacks.
-case " $* " in
-  *" gemma"*)
-    HF=${HF:-/tmp/hf}
-    [ -d "$HF/transformers" ] || { echo "gemma variants need transformers 5.25 in $HF (gpu_carry.sh --gemma)"; exit 1; }
-    USE_HUB_KERNELS=0 PYTHONPATH=$HF:$PYTHONPATH python -c "from ards_rag.models import resolve_base_model as r; r('gemma3-270m')" \
-      >> "$WORKDIR/logs/convert.log" 2>&1 || { echo "gemma conversion failed"; exit 1; }
-    ;;
-esac
+convert() {  # convert MODEL [PYTHONPATH prefix]
+  USE_HUB_KERNELS=0 PYTHONPATH=${2:-}$PYTHONPATH \
+    python -c "from ards_rag.models import resolve_base_model as r; r('$1')" \
+    >> "$WORKDIR/logs/convert.log" 2>&1 || { echo "conversion of $1 failed"; exit 1; }
+}
+if printf '%s\n' "$@" | grep -qv '^gemma'; then convert smollm2-135m; fi
+if printf '%s\n' "$@" | grep -q '^gemma'; then
+  HF=${HF:-/tmp/hf}
+  [ -d "$HF/transformers" ] || { echo "gemma variants need transformers 5.25 in $HF (gpu_carry.sh --gemma)"; exit 1; }
+  convert gemma3-270m "$HF:"
+fi
 for v in "$@"; do
   echo "$(date +%T) start $v"
   "${sweep[@]}" --only "$v" > "$WORKDIR/logs/$v.log" 2>&1 &

@@ -94,10 +94,11 @@ def tiny_llama_bos_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokeniz
 
     folder = tmp_path_factory.mktemp("tiny-llama-bos")
     tokenizer_dir = folder / "tokenizer"
-    AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir)).save_pretrained(str(tokenizer_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir))
+    tokenizer.save_pretrained(str(tokenizer_dir))
     path = tokenizer_dir / "tokenizer.json"
     spec = json.loads(path.read_text("utf-8"))
-    bos = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir)).bos_token
+    bos = tokenizer.bos_token
     bos_id = next(t["id"] for t in spec["added_tokens"] if t["content"] == bos)
     spec["post_processor"] = {
         "type": "TemplateProcessing",
