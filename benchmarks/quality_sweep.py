@@ -107,8 +107,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                    # per 4 x 2,048 tokens, must fit an 80 GB H100 beside the optimizer
                    "trainer": {"epochs": 1, "batch_size": 2, "gradient_accumulation_steps": 2,
                                "eval_batch_size": 2}}}},
-    # the same on the 2,000-patient cohort, two epochs (its SmolLM2 twin: full_dxq_p2048_e2_max_day):
-    # about 60% of the one-epoch 6,000-patient run's GPU time
+    # not run yet: the same on the 2,000-patient cohort, two epochs (its SmolLM2 twin:
+    # full_dxq_p2048_e2_max_day): about 60% of the one-epoch 6,000-patient run's GPU time
     "gemma_full_dxq_p2048_e2_max_day": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
         "retrieval": {"fusion": "max", "day_in_header": True},
         "ludwig": {"base_model": "gemma3-270m", "generation": {"max_new_tokens": 3},
