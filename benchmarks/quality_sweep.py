@@ -51,6 +51,14 @@ DIFFERENTIAL_QUERIES: list[str] = read_yaml(CONFIGS / "smollm2-full-1024.yaml")[
 # name -> {"llm": train an LLM too?, "config": a file in configs/ instead of --config,
 # "overrides": config keys}. Budgets are prompt lengths
 # (``ludwig.preprocessing.global_max_sequence_length``); the context gets what the prompt leaves.
+# Berlin definition (ARDS Definition Task Force, JAMA 2012), as an instruction: the headers' days
+# count from the patient's first note (retrieval.day_in_header)
+BERLIN_INSTRUCTION = (
+    "Based on the provided context, return true if the patient has ARDS, otherwise return false. "
+    "ARDS (Berlin definition): bilateral opacities not fully explained by effusions, collapse or "
+    "nodules; respiratory failure not fully explained by cardiac failure or fluid overload; onset "
+    "within one week of a known clinical insult (compare the days in the note headers)."
+)
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {"llm": True, "overrides": {}},
     "prompt768": {"llm": False, "overrides": {"ludwig": {"preprocessing": {"global_max_sequence_length": 768}}}},
@@ -138,6 +146,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "retrieval": {"fusion": "max", "day_in_header": True}, "ludwig": {"trainer": {"epochs": 1}}}},
     "full_dxq_p2048_e1_max_day_seed7": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
         "seed": 7, "retrieval": {"fusion": "max", "day_in_header": True}, "ludwig": {"trainer": {"epochs": 1}}}},
+    # not run yet: the one-epoch recipe with Berlin's criteria in the instruction. Its false
+    # positives are 19 late_bilateral negatives whose context holds the insult (day 0) and the
+    # bilateral opacities (day 8 or later), and it reads late-onset positives right: it ignores
+    # the interval (benchmarks/timing_evidence.py, BENCHMARKS.md "The Berlin week")
+    "full_dxq_p2048_e1_max_day_berlin": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
+        "retrieval": {"fusion": "max", "day_in_header": True}, "ludwig": {"trainer": {"epochs": 1}},
+        "prompt": {"instruction": BERLIN_INSTRUCTION}}},
     # the same two recipes on more patient-level splits (config seeds 7 and 11)
     "full_dxq_p2048_e2_max_day_seed7": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
         "seed": 7, "retrieval": {"fusion": "max", "day_in_header": True}}},
