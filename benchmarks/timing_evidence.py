@@ -2,7 +2,7 @@
 
 Berlin's timing criterion: ARDS begins within one week of a known clinical insult. The synthetic
 cohort's ``late_bilateral`` negatives have the insult in their first note and the same bilateral
-picture as a positive more than a week later (8.5 to 14 days); a positive's insult note, when it
+picture as a positive more than a week later (8.5 days or more); a positive's insult note, when it
 has one, lies at most 7 days before its onset, and the onset itself can fall anywhere in the stay.
 So the onset's day alone does not decide; a reader needs both notes in its context, with days.
 
@@ -50,8 +50,8 @@ def subset(args: argparse.Namespace) -> int:
     notes, evidence = generate_cohort(args.patients, args.seed)
     scen = patient_scenarios(args.patients, args.seed)
     keep = set(scen.loc[scen["scenario"] == "late_bilateral", "patient_id"])
-    # numpy's Generator, not pandas' default RandomState: that draws the same permutation as the
-    # patient-level split of the same seed, and the sample would fall into one split's patients
+    # samples from every split: contexts are counted over all kept patients, and a run's test
+    # errors (measure --predictions) over the whole regenerated cohort
     rng = np.random.default_rng(args.seed)
     for name, n in (("ards", args.positives), ("overload_mimic", args.mimics)):
         pool = scen.loc[scen["scenario"] == name, "patient_id"]
