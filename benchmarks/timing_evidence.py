@@ -11,6 +11,8 @@ So the onset's day alone does not decide; a reader needs both notes in its conte
     python benchmarks/timing_evidence.py measure --cohort /tmp/lb --index /tmp/lb/idx \\
         --config configs/smollm2-full-2048.yaml --variants shipped,max_day \\
         [--predictions RUN/predictions.csv ...]
+    python benchmarks/timing_evidence.py probe --cohort /tmp/lb --workdir /tmp/probe --gap days
+    python benchmarks/timing_evidence.py probe --cohort /tmp/lb --workdir /tmp/probe --gap flat
 
 ``subset`` regenerates a cohort (``ards-rag synth``'s generator, same ``--patients``/``--seed``)
 and keeps every ``late_bilateral`` patient, a sample of positives and of fluid-overload mimics:
@@ -20,6 +22,13 @@ kept patient's context as ``ards-rag train`` does (config overrides of
 ``context_scenarios.VARIANTS``) and counts, per variant, how often each note is in it; with
 ``--predictions`` (a run's ``evaluate`` output on the same cohort), it splits that run's errors
 by what it read (``evidence_note_ids``: the notes of its context). Prints tables and one JSON line.
+
+``probe`` asks whether the fine-tuned LLM can learn the interval when it is all that separates
+two classes: every ``late_bilateral`` patient and as many positives with an insult note, two
+notes each (the insult note and the first bilateral study, cut to INDICATION and IMPRESSION),
+day headers on, ``configs/default.yaml`` (SmolLM2 LoRA) for ``--epochs`` epochs, evaluated on
+the test split. ``--gap flat`` moves each late_bilateral onset to an interval drawn from the
+positives', so only the text is left: the control. One JSON line per run.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,6 +52,7 @@ from context_scenarios import VARIANTS  # noqa: E402  (same folder)
 from ranker_ceiling import comma_choices  # noqa: E402
 
 BERLIN_DAYS = 7.0
+SECTION = re.compile(r"(?ms)^(?:INDICATION|IMPRESSION):.*?(?=^[A-Z][A-Z ]+:|\Z)")
 
 
 def subset(args: argparse.Namespace) -> int:
@@ -183,6 +194,74 @@ def measure(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _short(text: str) -> str:
+    """A note's INDICATION and IMPRESSION sections: two such notes fit a 384-token prompt."""
+    keep = [m.group(0).strip() for m in SECTION.finditer(text)]
+    return "\n".join(keep) if keep else text[:600]
+
+
+def probe_notes(made: dict[str, Any], gap_from: str, seed: int) -> pd.DataFrame:
+    """Two notes per patient, the insult note and the first bilateral study, shortened: every
+    ``late_bilateral`` patient (label false) and as many positives with an insult note (true).
+    ``gap_from``: ``days``, the true interval; ``flat``, each late_bilateral's onset moved to
+    an interval drawn from the positives' ones, so that only the text can tell them apart."""
+    from ards_rag.synthetic import generate_cohort, patient_scenarios
+
+    notes, ev = generate_cohort(made["patients"], made["seed"])
+    tl = timeline(notes, ev, patient_scenarios(made["patients"], made["seed"]))
+    lb = tl[tl["scenario"] == "late_bilateral"]
+    pos = tl[(tl["scenario"] == "ards") & tl["insult_note"].notna()]
+    rng = np.random.default_rng(seed)
+    pos = pos.loc[rng.choice(pos.index.to_numpy(), size=min(len(lb), len(pos)), replace=False)]
+    text = dict(zip(notes["note_id"], notes["text"]))
+    when = dict(zip(notes["note_id"], pd.to_datetime(notes["charttime"])))
+    gaps = (pos["onset_day"] - pos["insult_day"]).to_numpy()
+    rows = []
+    for pid, r in pd.concat([lb, pos]).iterrows():
+        onset = min(r["onset_notes"], key=lambda n: when[n])
+        t0 = when[r["insult_note"]]
+        gap = (when[onset] - t0) / pd.Timedelta(days=1)
+        if gap_from == "flat" and r["scenario"] == "late_bilateral":
+            gap = float(rng.choice(gaps))
+        for k, (nid, t) in enumerate(((r["insult_note"], t0), (onset, t0 + pd.Timedelta(days=max(gap, 0.01))))):
+            rows.append({"patient_id": pid, "note_id": nid, "charttime": t.strftime("%Y-%m-%d %H:%M:%S"),
+                         "note_type": "Radiology", "text": _short(text[nid]),
+                         "label": "true" if r["scenario"] == "ards" else "false"})
+    return pd.DataFrame(rows)
+
+
+def probe(args: argparse.Namespace) -> int:
+    """Can the fine-tuned LLM learn the interval when it is all that separates two classes?"""
+    import time
+
+    from ards_rag.config import resolve_config
+    from ards_rag.evaluation import Evaluator
+    from ards_rag.index import build_index
+    from ards_rag.notes import load_notes
+    from ards_rag.training import train
+
+    made = json.loads((Path(args.cohort) / "subset.json").read_text("utf-8"))
+    work = Path(args.workdir) / args.gap
+    work.mkdir(parents=True, exist_ok=True)
+    notes = probe_notes(made, args.gap, args.seed)
+    notes.to_csv(work / "notes.csv", index=False)
+    cfg = resolve_config(args.config, {"seed": args.seed, "retrieval": {"day_in_header": True},
+                                       "ludwig": {"trainer": {"epochs": args.epochs}}})
+    t0 = time.perf_counter()
+    build_index(load_notes(work / "notes.csv"), work / "index", cfg, progress=False)
+    t1 = time.perf_counter()
+    train(work / "index", cfg, work / "run", progress=False)
+    t2 = time.perf_counter()
+    metrics = Evaluator(work / "run", index_dir=work / "index", split="test", n_bootstrap=200).run()
+    keys = ("n", "f1", "auroc", "threshold")
+    row = {"benchmark": "timing_probe", "gap": args.gap, "patients": int(notes["patient_id"].nunique()),
+           "epochs": args.epochs, "llm": {k: metrics["model"].get(k) for k in keys},
+           "baselines": {n: {k: e.get(k) for k in keys} for n, e in (metrics.get("baselines") or {}).items()},
+           "index_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "evaluate_s": round(time.perf_counter() - t2, 1)}
+    print(json.dumps(row))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -198,7 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--config", default=None, help="base YAML config")
     m.add_argument("--variants", default="shipped,max_day", help=f"comma list of: {', '.join(VARIANTS)}")
     m.add_argument("--predictions", nargs="*", help="predictions.csv files of runs on the same cohort")
+    p = sub.add_parser("probe", help="train on two short notes per patient: does the LLM learn the interval?")
+    p.add_argument("--cohort", required=True, help="subset's --out (for the cohort's size and seed)")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--gap", choices=("days", "flat"), default="days")
+    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "default.yaml"))
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.command == "probe":
+        return probe(args)
     return subset(args) if args.command == "subset" else measure(args, m)
 
 
