@@ -3,7 +3,8 @@
     ards-rag synth --patients 400 --seed 0 --out /tmp/c400
     ards-rag index /tmp/c400/notes.csv --index /tmp/i400
     python benchmarks/answer_bos.py --index /tmp/i400 --workdir /tmp/bos --probe      # seconds
-    python benchmarks/answer_bos.py --index /tmp/i400 --workdir /tmp/bos --only after_prompt,after_bos
+    python benchmarks/answer_bos.py --index /tmp/i400 --workdir /tmp/bos --only after_prompt
+    python benchmarks/answer_bos.py --index /tmp/i400 --workdir /tmp/bos --only after_bos
 
 One variant at a time on a 24 GiB machine: a Gemma LoRA training process peaked at 12.5 GB
 (resident) at 256-token prompts, and a second Gemma process beside it got the first killed.
@@ -83,11 +84,15 @@ def run_variant(name: str, cfg: dict[str, Any], index_dir: str, work: Path) -> d
     run_dir = work / "runs" / name
     t = time.perf_counter()
     if not (run_dir / "summary.json").is_file():
+        saved = training.answers_after_prompt, training.ANSWER_PREFIX
         if name == "after_bos":  # Ludwig's own answer tokenization, recorded as what it is
             training.answers_after_prompt = lambda *a, **k: contextlib.nullcontext()
             training.ANSWER_PREFIX = (int(load_tokenizer(cfg).bos_token_id),)
-        with contextlib.redirect_stdout(sys.stderr):
-            training.train(index_dir, cfg, run_dir, progress=True)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                training.train(index_dir, cfg, run_dir, progress=True)
+        finally:  # the next variant in this process trains as `ards-rag train` does
+            training.answers_after_prompt, training.ANSWER_PREFIX = saved
     summary = json.loads((run_dir / "summary.json").read_text("utf-8"))
     train_s = float(summary.get("seconds") or time.perf_counter() - t)  # also for a finished run
     split = pd.read_csv(run_dir / "split.csv", dtype={"patient_id": str, "label": str})

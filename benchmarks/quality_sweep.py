@@ -48,17 +48,16 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIFFERENTIAL_QUERIES: list[str] = read_yaml(CONFIGS / "smollm2-full-1024.yaml")["retrieval"]["queries"][
     len(DEFAULTS["retrieval"]["queries"]):]
 
-# name -> {"llm": train an LLM too?, "config": a file in configs/ instead of --config,
-# "overrides": config keys}. Budgets are prompt lengths
-# (``ludwig.preprocessing.global_max_sequence_length``); the context gets what the prompt leaves.
 # Berlin definition (ARDS Definition Task Force, JAMA 2012), as an instruction: the headers' days
 # count from the patient's first note (retrieval.day_in_header)
-BERLIN_INSTRUCTION = (
-    "Based on the provided context, return true if the patient has ARDS, otherwise return false. "
-    "ARDS (Berlin definition): bilateral opacities not fully explained by effusions, collapse or "
+BERLIN_INSTRUCTION = read_yaml(CONFIGS / "smollm2-full-2048.yaml")["prompt"]["instruction"] + (
+    " ARDS (Berlin definition): bilateral opacities not fully explained by effusions, collapse or "
     "nodules; respiratory failure not fully explained by cardiac failure or fluid overload; onset "
     "within one week of a known clinical insult (compare the days in the note headers)."
 )
+# name -> {"llm": train an LLM too?, "config": a file in configs/ instead of --config,
+# "overrides": config keys}. Budgets are prompt lengths
+# (``ludwig.preprocessing.global_max_sequence_length``); the context gets what the prompt leaves.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {"llm": True, "overrides": {}},
     "prompt768": {"llm": False, "overrides": {"ludwig": {"preprocessing": {"global_max_sequence_length": 768}}}},

@@ -101,6 +101,7 @@ def timeline(notes: pd.DataFrame, ev: pd.DataFrame, scen: pd.DataFrame) -> pd.Da
     out["insult_note"] = ins
     out["insult_day"] = out["insult_note"].map(day)
     out["onset_day"] = onset_ev["day"].min()
+    out["onset_note"] = onset_ev.apply(lambda g: g.loc[g["day"].idxmin(), "note_id"])
     out["onset_notes"] = onset_ev["note_id"].agg(set)
     return out
 
@@ -163,7 +164,8 @@ def measure(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
               f"onset after day 7: {int(late.sum())} of {late.size}")
 
     index = NotesIndex.load(args.index)
-    pids = [p for p in tl.index if p in set(index.labels()["patient_id"].astype(str))]
+    indexed = set(index.labels()["patient_id"].astype(str))
+    pids = [p for p in tl.index if p in indexed]
     if len(pids) < len(tl):
         ap.error(f"{args.index} lacks {len(tl) - len(pids)} of the cohort's patients: index {cohort}/notes.csv")
     summary["variants"] = {}
@@ -218,12 +220,10 @@ def probe_notes(made: dict[str, Any], gap_from: str, seed: int) -> pd.DataFrame:
     gaps = (pos["onset_day"] - pos["insult_day"]).to_numpy()
     rows = []
     for pid, r in pd.concat([lb, pos]).iterrows():
-        onset = min(r["onset_notes"], key=lambda n: when[n])
-        t0 = when[r["insult_note"]]
-        gap = (when[onset] - t0) / pd.Timedelta(days=1)
+        t0, t1 = when[r["insult_note"]], when[r["onset_note"]]
         if gap_from == "flat" and r["scenario"] == "late_bilateral":
-            gap = float(rng.choice(gaps))
-        for k, (nid, t) in enumerate(((r["insult_note"], t0), (onset, t0 + pd.Timedelta(days=max(gap, 0.01))))):
+            t1 = t0 + pd.Timedelta(days=max(float(rng.choice(gaps)), 0.01))
+        for nid, t in ((r["insult_note"], t0), (r["onset_note"], t1)):
             rows.append({"patient_id": pid, "note_id": nid, "charttime": t.strftime("%Y-%m-%d %H:%M:%S"),
                          "note_type": "Radiology", "text": _short(text[nid]),
                          "label": "true" if r["scenario"] == "ards" else "false"})
