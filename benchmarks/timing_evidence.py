@@ -28,7 +28,10 @@ two classes: every ``late_bilateral`` patient and as many positives with an insu
 notes each (the insult note and the first bilateral study, cut to INDICATION and IMPRESSION),
 day headers on, ``configs/default.yaml`` (SmolLM2 LoRA) for ``--epochs`` epochs, evaluated on
 the test split. ``--gap flat`` moves each late_bilateral onset to an interval drawn from the
-positives', so only the text is left: the control. One JSON line per run.
+positives', so only the text is left: the control. ``--config configs/smollm2-full.yaml``
+trains every weight, as the GPU recipes do; ``--instruction berlin`` gives the Berlin criteria
+in the instruction (``quality_sweep.BERLIN_INSTRUCTION``); ``--distractors K`` adds K more of the
+patient's notes, so that the two must be found among others. One JSON line per run.
 """
 
 from __future__ import annotations
@@ -202,11 +205,13 @@ def _short(text: str) -> str:
     return "\n".join(keep) if keep else text[:600]
 
 
-def probe_notes(made: dict[str, Any], gap_from: str, seed: int) -> pd.DataFrame:
+def probe_notes(made: dict[str, Any], gap_from: str, seed: int, distractors: int = 0) -> pd.DataFrame:
     """Two notes per patient, the insult note and the first bilateral study, shortened: every
     ``late_bilateral`` patient (label false) and as many positives with an insult note (true).
     ``gap_from``: ``days``, the true interval; ``flat``, each late_bilateral's onset moved to
-    an interval drawn from the positives' ones, so that only the text can tell them apart."""
+    an interval drawn from the positives' ones, so that only the text can tell them apart.
+    ``distractors``: that many more of the patient's notes (drawn at random, at their own
+    times, shortened too), so that the two must be found among others."""
     from ards_rag.synthetic import generate_cohort, patient_scenarios
 
     notes, ev = generate_cohort(made["patients"], made["seed"])
@@ -218,12 +223,16 @@ def probe_notes(made: dict[str, Any], gap_from: str, seed: int) -> pd.DataFrame:
     text = dict(zip(notes["note_id"], notes["text"]))
     when = dict(zip(notes["note_id"], pd.to_datetime(notes["charttime"])))
     gaps = (pos["onset_day"] - pos["insult_day"]).to_numpy()
+    of_patient = notes.groupby("patient_id")["note_id"].agg(list)
     rows = []
     for pid, r in pd.concat([lb, pos]).iterrows():
         t0, t1 = when[r["insult_note"]], when[r["onset_note"]]
         if gap_from == "flat" and r["scenario"] == "late_bilateral":
             t1 = t0 + pd.Timedelta(days=max(float(rng.choice(gaps)), 0.01))
-        for nid, t in ((r["insult_note"], t0), (r["onset_note"], t1)):
+        others = [n for n in of_patient[pid] if n not in (r["insult_note"], r["onset_note"])]
+        extra = rng.choice(others, size=min(distractors, len(others)), replace=False) if others else []
+        for nid, t in sorted(((r["insult_note"], t0), (r["onset_note"], t1), *((n, when[n]) for n in extra)),
+                             key=lambda nt: nt[1]):
             rows.append({"patient_id": pid, "note_id": nid, "charttime": t.strftime("%Y-%m-%d %H:%M:%S"),
                          "note_type": "Radiology", "text": _short(text[nid]),
                          "label": "true" if r["scenario"] == "ards" else "false"})
@@ -241,12 +250,23 @@ def probe(args: argparse.Namespace) -> int:
     from ards_rag.training import train
 
     made = json.loads((Path(args.cohort) / "subset.json").read_text("utf-8"))
-    work = Path(args.workdir) / args.gap
+    name = "_".join([args.gap, *([] if args.instruction == "config" else [args.instruction]),
+                     *([f"d{args.distractors}"] if args.distractors else []),
+                     *([] if Path(args.config).name == "default.yaml" else [Path(args.config).stem])])
+    work = Path(args.workdir) / name
     work.mkdir(parents=True, exist_ok=True)
-    notes = probe_notes(made, args.gap, args.seed)
+    notes = probe_notes(made, args.gap, args.seed, args.distractors)
     notes.to_csv(work / "notes.csv", index=False)
-    cfg = resolve_config(args.config, {"seed": args.seed, "retrieval": {"day_in_header": True},
-                                       "ludwig": {"trainer": {"epochs": args.epochs}}})
+    overrides: dict[str, Any] = {"seed": args.seed, "retrieval": {"day_in_header": True},
+                                 "ludwig": {"trainer": {"epochs": args.epochs}}}
+    if args.distractors:  # room for every note: a shortened note takes at most ~100 tokens
+        length = resolve_config(args.config)["ludwig"]["preprocessing"]["global_max_sequence_length"]
+        overrides["ludwig"]["preprocessing"] = {"global_max_sequence_length": length + 128 * args.distractors}
+    if args.instruction == "berlin":
+        from quality_sweep import BERLIN_INSTRUCTION
+
+        overrides["prompt"] = {"instruction": BERLIN_INSTRUCTION}
+    cfg = resolve_config(args.config, overrides)
     t0 = time.perf_counter()
     build_index(load_notes(work / "notes.csv"), work / "index", cfg, progress=False)
     t1 = time.perf_counter()
@@ -254,7 +274,8 @@ def probe(args: argparse.Namespace) -> int:
     t2 = time.perf_counter()
     metrics = Evaluator(work / "run", index_dir=work / "index", split="test", n_bootstrap=200).run()
     keys = ("n", "f1", "auroc", "threshold")
-    row = {"benchmark": "timing_probe", "gap": args.gap, "patients": int(notes["patient_id"].nunique()),
+    row = {"benchmark": "timing_probe", "gap": args.gap, "instruction": args.instruction,
+           "config": Path(args.config).name, "patients": int(notes["patient_id"].nunique()),
            "epochs": args.epochs, "llm": {k: metrics["model"].get(k) for k in keys},
            "baselines": {n: {k: e.get(k) for k in keys} for n, e in (metrics.get("baselines") or {}).items()},
            "index_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "evaluate_s": round(time.perf_counter() - t2, 1)}
@@ -283,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gap", choices=("days", "flat"), default="days")
     p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "default.yaml"))
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--distractors", type=int, default=0, help="more notes of each patient beside the two")
+    p.add_argument("--instruction", choices=("config", "berlin"), default="config",
+                   help="the config's instruction, or quality_sweep's Berlin-criteria one")
     p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.command == "probe":
