@@ -148,7 +148,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # not run yet: the one-epoch recipe with Berlin's criteria in the instruction. Its false
     # positives are 19 late_bilateral negatives whose context holds the insult (day 0) and the
     # bilateral opacities (day 8 or later), and it reads late-onset positives right: it ignores
-    # the interval (benchmarks/timing_evidence.py, BENCHMARKS.md "The Berlin week")
+    # the interval (benchmarks/timing_evidence.py, BENCHMARKS.md "The Berlin week"). On the CPU
+    # probes the instruction cost AUROC (LoRA 0.72 -> 0.50; full fine-tuning, five notes,
+    # 0.86 -> 0.69): a low-priority run.
     "full_dxq_p2048_e1_max_day_berlin": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
         "retrieval": {"fusion": "max", "day_in_header": True}, "ludwig": {"trainer": {"epochs": 1}},
         "prompt": {"instruction": BERLIN_INSTRUCTION}}},
