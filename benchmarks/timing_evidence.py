@@ -241,7 +241,7 @@ def probe_notes(made: dict[str, Any], gap_from: str, seed: int, distractors: int
 
 def probe(args: argparse.Namespace) -> int:
     """Can the fine-tuned LLM learn the interval when it is all that separates two classes?"""
-    import time
+    from quality import pick, timed  # same folder
 
     from ards_rag.config import resolve_config
     from ards_rag.evaluation import Evaluator
@@ -259,26 +259,25 @@ def probe(args: argparse.Namespace) -> int:
     notes.to_csv(work / "notes.csv", index=False)
     overrides: dict[str, Any] = {"seed": args.seed, "retrieval": {"day_in_header": True},
                                  "ludwig": {"trainer": {"epochs": args.epochs}}}
-    if args.distractors:  # room for every note: a shortened note takes at most ~100 tokens
-        length = resolve_config(args.config)["ludwig"]["preprocessing"]["global_max_sequence_length"]
-        overrides["ludwig"]["preprocessing"] = {"global_max_sequence_length": length + 128 * args.distractors}
     if args.instruction == "berlin":
         from quality_sweep import BERLIN_INSTRUCTION
 
         overrides["prompt"] = {"instruction": BERLIN_INSTRUCTION}
     cfg = resolve_config(args.config, overrides)
-    t0 = time.perf_counter()
-    build_index(load_notes(work / "notes.csv"), work / "index", cfg, progress=False)
-    t1 = time.perf_counter()
-    train(work / "index", cfg, work / "run", progress=False)
-    t2 = time.perf_counter()
-    metrics = Evaluator(work / "run", index_dir=work / "index", split="test", n_bootstrap=200).run()
-    keys = ("n", "f1", "auroc", "threshold")
+    # room for every note: a shortened note takes at most ~100 tokens
+    cfg["ludwig"]["preprocessing"]["global_max_sequence_length"] += 128 * args.distractors
+    seconds: dict[str, float] = {}
+    timed("index", seconds, build_index, load_notes(work / "notes.csv"), work / "index", cfg, progress=False)
+    timed("train", seconds, train, work / "index", cfg, work / "run", progress=False)
+    metrics = timed("evaluate", seconds, Evaluator(work / "run", index_dir=work / "index", split="test",
+                                                   n_bootstrap=200).run)
+    summary = json.loads((work / "run" / "summary.json").read_text("utf-8"))
     row = {"benchmark": "timing_probe", "gap": args.gap, "instruction": args.instruction,
-           "config": Path(args.config).name, "patients": int(notes["patient_id"].nunique()),
-           "epochs": args.epochs, "llm": {k: metrics["model"].get(k) for k in keys},
-           "baselines": {n: {k: e.get(k) for k in keys} for n, e in (metrics.get("baselines") or {}).items()},
-           "index_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1), "evaluate_s": round(time.perf_counter() - t2, 1)}
+           "distractors": args.distractors, "config": Path(args.config).name,
+           "patients": int(notes["patient_id"].nunique()), "epochs": args.epochs,
+           "best_epoch": summary.get("best_epoch"), "validation_loss": summary.get("validation_loss"),
+           "llm": pick(metrics["model"]), "baselines": {n: pick(e) for n, e in (metrics.get("baselines") or {}).items()},
+           **{f"{k}_s": v for k, v in seconds.items()}}
     print(json.dumps(row))
     return 0
 
@@ -309,9 +308,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="the config's instruction, or quality_sweep's Berlin-criteria one")
     p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.command == "subset":
+        return subset(args)
     if args.command == "probe":
         return probe(args)
-    return subset(args) if args.command == "subset" else measure(args, m)
+    return measure(args, m)
 
 
 if __name__ == "__main__":
