@@ -106,7 +106,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "ludwig": {"base_model": "gemma3-270m", "generation": {"max_new_tokens": 3}}}},
     # Gemma-3-270M on the one-epoch `max` + day-header recipe of the 6,000-patient cohort, where
     # SmolLM2-135M ties TF-IDF + LR and reads less of its context than a bag of words does: twice
-    # the parameters, on the same context (its own 2,048-token budget)
+    # the parameters, on the same context (its own 2,048-token budget). Measured after the BOS fix
+    # (H100, 2026-12-07): 0.733 / 0.909 against SmolLM2's 0.866 / 0.976; it barely fits its
+    # training rows (BENCHMARKS.md, "After the BOS fix")
     "gemma_full_dxq_p2048_e1_max_day": {"llm": True, "config": "smollm2-full-2048.yaml", "overrides": {
         "retrieval": {"fusion": "max", "day_in_header": True},
         "ludwig": {"base_model": "gemma3-270m", "generation": {"max_new_tokens": 3},
