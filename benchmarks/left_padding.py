@@ -3,7 +3,7 @@
     python benchmarks/left_padding.py [--models smollm2-135m gemma3-270m] [--lengths 300 700] [--pads 200 1348]
 
 Ludwig joins each prompt and answer and left-pads the batch with id 0 (``add_left_padding``),
-masks the pad token and passes no position ids; ``prediction.Scorer`` left-pads too, with
+masks the pad token (``create_attention_mask``; both called here) and passes no position ids; ``prediction.Scorer`` left-pads too, with
 position ids counted from the mask. For each packaged base model (converted into the cache as
 ``ards-rag train`` does), float32 and SDPA attention as in training, this takes the first
 LENGTH tokens of synthetic notes and compares the last position's logits unpadded, left-padded
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+    from ludwig.utils.llm_utils import add_left_padding, create_attention_mask
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ards_rag.models import resolve_base_model
@@ -48,16 +49,18 @@ def main(argv: list[str] | None = None) -> int:
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
                                                      attn_implementation="sdpa").eval()
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        pad = tok.pad_token_id
+        all_ids = tok.encode(text)
         rows = []
         with torch.inference_mode():
             for n in args.lengths:
-                ids = tok.encode(text)[:n]
-                ref = model(input_ids=torch.tensor([ids])).logits[0, -1]
+                ids = torch.tensor(all_ids[:n])
+                ref = model(input_ids=ids[None]).logits[0, -1]
                 ref_logp = torch.log_softmax(ref, -1)
                 for npad in args.pads:
-                    x = torch.tensor([[0] * npad + ids])  # Ludwig pads with 0 whatever the pad token
-                    mask = (x != pad).long()
+                    # Ludwig's own padding and mask, as generate_merged_ids builds a training batch
+                    x = add_left_padding(ids, n + npad)[None]
+                    mask = create_attention_mask(x[0], tok)[None]
                     positions = (mask.cumsum(-1) - 1).clamp(min=0)
                     row: dict[str, object] = {"length": n, "pad": npad}
                     for way, extra in (("training", {}), ("scoring", {"position_ids": positions})):
